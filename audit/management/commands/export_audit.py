@@ -1,0 +1,80 @@
+import io
+import sys
+from pathlib import Path
+from typing import Any, TextIO, cast
+
+from django.core.management.base import CommandError, CommandParser
+
+from audit.jsonl import event_line
+from audit.selectors import AuditFilter, audit_events_filter
+from multichannel.cli import StrictCommand, atomic_output, utc_datetime
+
+CHUNK = 2000
+PROGRESS_EVERY = 10_000
+
+
+class Command(StrictCommand):
+    help = "Export audit events as JSONL (one event per line, the seed guide's format)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--since", type=utc_datetime, help="events at or after (ISO 8601, UTC)")
+        parser.add_argument("--until", type=utc_datetime, help="events before (ISO 8601, UTC)")
+        parser.add_argument("--end-user", help="only this end user id (X-On-Behalf-Of)")
+        parser.add_argument("--conversation", help="only this MKA1 conversation id")
+        parser.add_argument("--response", help="only this MKA1 response id")
+        parser.add_argument("--channel", choices=["whatsapp", "webapp"])
+        parser.add_argument("--action", help="e.g. responses.create, responses.get")
+        parser.add_argument(
+            "--output", "-o", type=Path, help="file to write atomically (default: stdout)"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        since, until = options["since"], options["until"]
+        if since and until and since >= until:
+            raise CommandError("--since must be before --until")
+        criteria = AuditFilter(
+            since=since,
+            until=until,
+            end_user_id=options["end_user"],
+            conversation_id=options["conversation"],
+            response_id=options["response"],
+            channel=options["channel"],
+            action=options["action"],
+        )
+        events = audit_events_filter(criteria)
+        output: Path | None = options["output"]
+        if output is None or str(output) == "-":
+            out = cast(TextIO, self.stdout._out)
+            if out is sys.stdout and hasattr(out, "buffer"):
+                # JSONL is UTF-8 whatever the terminal's locale says.
+                utf8 = io.TextIOWrapper(out.buffer, encoding="utf-8", newline="\n")
+                try:
+                    self._write(events, utf8)
+                finally:
+                    utf8.flush()
+                    utf8.detach()
+            else:
+                self._write(events, out)
+            return
+        try:
+            with atomic_output(output) as handle:
+                count = self._write(events, handle)
+        except OSError as exc:
+            raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from exc
+        self.stderr.write(f"exported {count} events to {output}")
+
+    def _write(self, events: Any, handle: TextIO) -> int:
+        show_progress = self.stderr.isatty()
+        total = events.count() if show_progress else 0
+        count = 0
+        # iterator(): a server-side cursor on PostgreSQL, chunked fetches on SQLite;
+        # memory stays flat whatever the number of events.
+        for event in events.iterator(chunk_size=CHUNK):
+            handle.write(event_line(event))
+            handle.write("\n")
+            count += 1
+            if show_progress and count % PROGRESS_EVERY == 0:
+                sys.stderr.write(f"\r{count}/{total} events")
+        if show_progress and count >= PROGRESS_EVERY:
+            sys.stderr.write("\n")
+        return count

@@ -1,0 +1,58 @@
+"""System checks for contradictory or unusable configuration (stable ids)."""
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, register
+
+CHAIN_MODES = ("both", "conversation", "previous_response_id")
+
+
+@register()
+def check_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    if settings.MKA1_CHAIN_MODE not in CHAIN_MODES:
+        errors.append(
+            Error(
+                f"MKA1_CHAIN_MODE is {settings.MKA1_CHAIN_MODE!r}.",
+                hint=f"Use one of: {', '.join(CHAIN_MODES)}.",
+                id="multichannel.E001",
+            )
+        )
+    if settings.SANDBOX and not settings.DEBUG:
+        errors.append(
+            Error(
+                "SANDBOX is on while DEBUG is off.",
+                hint="The sandbox fakes MKA1 and WhatsApp; unset SANDBOX in production.",
+                id="multichannel.E002",
+            )
+        )
+    scheme = urlsplit(settings.MKA1_BASE_URL).scheme
+    if scheme == "sandbox" and not settings.SANDBOX:
+        errors.append(
+            Error(
+                "MKA1_BASE_URL points at the in-process sandbox but SANDBOX is off.",
+                hint="Set MKA1_BASE_URL to the MKA1 API gateway, e.g. https://apigw.mka1.com.",
+                id="multichannel.E003",
+            )
+        )
+    elif scheme not in ("http", "https", "sandbox"):
+        errors.append(
+            Error(
+                f"MKA1_BASE_URL {settings.MKA1_BASE_URL!r} is not an http(s) URL.",
+                id="multichannel.E004",
+            )
+        )
+    for name in ("MKA1_TIMEOUT", "MKA1_CONNECT_TIMEOUT"):
+        if getattr(settings, name) <= 0:
+            errors.append(
+                Error(f"{name} must be a positive number of seconds.", id="multichannel.E005")
+            )
+    if settings.MKA1_MAX_RETRIES < 0:
+        errors.append(Error("MKA1_MAX_RETRIES must be zero or more.", id="multichannel.E006"))
+    return errors

@@ -1,0 +1,65 @@
+"""Small helpers for management commands: one-line argument errors, typed parsers."""
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, time
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.dateparse import parse_date, parse_datetime
+
+
+class StrictCommand(BaseCommand):
+    """A command whose bad arguments are reported in one line (no usage dump): exit
+    status 2 from the shell, `CommandError` from `call_command`."""
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+
+        def error(message: str) -> NoReturn:
+            if parser.called_from_command_line:
+                sys.stderr.write(f"{parser.prog}: error: {message}\n")
+                sys.exit(2)
+            raise CommandError(message)
+
+        parser.error = error  # type: ignore[method-assign]
+        return parser
+
+
+def utc_datetime(value: str) -> datetime:
+    """argparse type: an ISO 8601 date or date-time; naive values are taken as UTC."""
+    moment = parse_datetime(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    if moment is None:
+        day = parse_date(value)
+        if day is None:
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is not an ISO 8601 date or date-time (e.g. 2026-03-30T19:10:14Z)"
+            )
+        moment = datetime.combine(day, time.min)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment
+
+
+@contextmanager
+def atomic_output(path: Path, *, encoding: str = "utf-8") -> Iterator[TextIO]:
+    """Write to a temporary file beside `path` and rename it into place on success,
+    so a failed or interrupted write never leaves a half file at `path`."""
+    directory = path.resolve().parent
+    if not directory.is_dir():
+        raise CommandError(f"output directory {directory} does not exist")
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding=encoding, newline="\n") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,456 @@
+"""The one seam to the MKA1 LLM API, shared by both channels.
+
+Every call goes through `Mka1Client.request()`: bearer auth and `X-On-Behalf-Of` on
+every request, connect/read timeouts, retries with capped exponential backoff and full
+jitter, and translation of failures into `Mka1Error` subclasses that say whether they
+are transient (worth retrying later) or permanent. The API key is kept out of every
+log line, exception text and repr; audit rows carry only its fingerprint.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, ClassVar, Literal, cast
+from urllib.parse import quote
+
+import requests
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from requests.adapters import HTTPAdapter
+
+logger = logging.getLogger(__name__)
+
+RESPONSE_ID_RE = re.compile(r"^resp[-_][a-zA-Z0-9]+$")
+Channel = Literal["whatsapp", "webapp"]
+ChainMode = Literal["both", "conversation", "previous_response_id"]
+
+API_PREFIX = "/api/v1/llm"
+# Words MKA1 (and OpenAI-style servers) use when a conversation already has a turn
+# running; such an answer means "try again shortly", not "your request is wrong".
+_BUSY_RE = re.compile(r"\b(lock(ed)?|busy|in[ _-]progress|concurrent)\b", re.IGNORECASE)
+_ERROR_BODY_LIMIT = 2000
+
+
+def api_key_fingerprint(api_key: str) -> str:
+    """A non-reversible id of an API key: proves "same key" without revealing it."""
+    return "sha256:" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+
+def is_response_id(value: str) -> bool:
+    return bool(RESPONSE_ID_RE.fullmatch(value))
+
+
+@dataclass(frozen=True)
+class Mka1Object:
+    """A JSON object from MKA1: parsed, plus the body text exactly as received."""
+
+    data: dict[str, Any]
+    raw: str = field(repr=False)
+
+    @property
+    def id(self) -> str:
+        return str(self.data.get("id", ""))
+
+
+# --- errors ------------------------------------------------------------------------
+
+
+class Mka1Error(Exception):
+    """A failed MKA1 call. `transient` says whether trying again later may succeed."""
+
+    transient: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: Any = None,
+        retry_after: float | None = None,
+        retry_safe: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+        # False when the request may have reached MKA1 and is not idempotent: the
+        # client then leaves the retry to its caller instead of repeating it at once.
+        self.retry_safe = retry_safe
+
+
+class Mka1TransientError(Mka1Error):
+    transient = True
+
+
+class Mka1PermanentError(Mka1Error):
+    transient = False
+
+
+class Mka1ConnectionError(Mka1TransientError):
+    pass
+
+
+class Mka1TimeoutError(Mka1TransientError):
+    pass
+
+
+class Mka1RateLimitError(Mka1TransientError):
+    pass
+
+
+class Mka1ServerError(Mka1TransientError):
+    pass
+
+
+class Mka1ConversationBusyError(Mka1TransientError):
+    pass
+
+
+class Mka1NotFoundError(Mka1PermanentError):
+    pass
+
+
+class Mka1AuthError(Mka1PermanentError):
+    pass
+
+
+class Mka1InvalidRequestError(Mka1PermanentError):
+    pass
+
+
+# --- the client --------------------------------------------------------------------
+
+
+class _BearerAuth(requests.auth.AuthBase):
+    """Adds the bearer header at send time, so the key never sits in a repr."""
+
+    def __init__(self, api_key: str) -> None:
+        self._api_key = api_key
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers["Authorization"] = f"Bearer {self._api_key}"
+        return r
+
+    def __repr__(self) -> str:
+        return "<BearerAuth ***>"
+
+
+class Mka1Client:
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        model: str,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        backoff_max: float = 30.0,
+        chain_mode: ChainMode = "both",
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not api_key:
+            raise ValueError("MKA1 API key is empty")
+        self._auth = _BearerAuth(api_key)
+        self.key_fingerprint = api_key_fingerprint(api_key)
+        self._secret = api_key
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.timeout = (connect_timeout, timeout)
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.chain_mode = chain_mode
+        self._sleep = sleep
+        self.session = session or _pooled_session()
+
+    def __repr__(self) -> str:
+        return f"<Mka1Client {self.base_url} key={self.key_fingerprint}>"
+
+    # -- the seed guide's wrapper ----------------------------------------------------
+
+    def create_conversation(
+        self, user_id: str, *, metadata: Mapping[str, str] | None = None
+    ) -> Mka1Object:
+        body: dict[str, Any] = {}
+        if metadata:
+            body["metadata"] = dict(metadata)
+        return self.request("POST", "/conversations", user_id=user_id, json_body=body)
+
+    def create_response(
+        self,
+        user_id: str,
+        *,
+        conversation_id: str,
+        message: str,
+        previous_response_id: str | None,
+        channel: Channel,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Mka1Object:
+        body: dict[str, Any] = {"model": self.model, "input": message}
+        chain_previous = previous_response_id is not None and self.chain_mode != "conversation"
+        # Only previous_response_id mode leaves the conversation out, and only once there
+        # is a previous response to chain to (the first turn still opens the thread).
+        if self.chain_mode != "previous_response_id" or not chain_previous:
+            body["conversation"] = conversation_id
+        if chain_previous:
+            body["previous_response_id"] = previous_response_id
+        body["store"] = True
+        body["stream"] = False
+        body["metadata"] = {**(metadata or {}), "channel": channel}
+        return self.request("POST", "/responses", user_id=user_id, json_body=body)
+
+    def get_response(self, user_id: str, response_id: str) -> Mka1Object:
+        if not is_response_id(response_id):
+            raise Mka1InvalidRequestError(
+                "response id must match ^resp[-_][a-zA-Z0-9]+$", status=None
+            )
+        return self.request("GET", f"/responses/{_segment(response_id)}", user_id=user_id)
+
+    def get_conversation_item(self, user_id: str, conversation_id: str, item_id: str) -> Mka1Object:
+        path = f"/conversations/{_segment(conversation_id)}/items/{_segment(item_id)}"
+        return self.request("GET", path, user_id=user_id)
+
+    def list_conversation_items(
+        self,
+        user_id: str,
+        conversation_id: str,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        order: Literal["asc", "desc"] = "asc",
+    ) -> Mka1Object:
+        params: dict[str, str] = {"order": order}
+        if limit is not None:
+            params["limit"] = str(limit)
+        if after is not None:
+            params["after"] = after
+        path = f"/conversations/{_segment(conversation_id)}/items"
+        return self.request("GET", path, user_id=user_id, params=params)
+
+    # -- the seam -------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        user_id: str,
+        json_body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Mka1Object:
+        if not user_id:
+            raise ValueError("X-On-Behalf-Of (the end user id) is required on every call")
+        url = f"{self.base_url}{API_PREFIX}{path}"
+        idempotent = method in ("GET", "HEAD", "OPTIONS")
+        headers = {"X-On-Behalf-Of": user_id, "Accept": "application/json"}
+        data = None
+        if json_body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode()
+        attempt = 0
+        while True:
+            # A POST that may have reached MKA1 (read timeout, connection lost) is not
+            # repeated here: it could store a second response in the conversation.
+            error = self._attempt(method, url, path, headers, data, params, idempotent)
+            if isinstance(error, Mka1Object):
+                return error
+            retryable = error.transient and error.retry_safe
+            if not retryable or attempt >= self.max_retries:
+                raise error
+            delay = self._delay(attempt, error.retry_after)
+            if delay is None:  # the server asked for a longer pause than we block for
+                raise error
+            logger.warning(
+                "MKA1 %s %s failed (%s), retry %d/%d in %.2fs",
+                method,
+                path,
+                error,
+                attempt + 1,
+                self.max_retries,
+                delay,
+            )
+            self._sleep(delay)
+            attempt += 1
+
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        path: str,
+        headers: dict[str, str],
+        data: bytes | None,
+        params: Mapping[str, str] | None,
+        idempotent: bool,
+    ) -> Mka1Object | Mka1Error:
+        what = f"MKA1 {method} {path}"
+        try:
+            response = self.session.request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                params=params,
+                auth=self._auth,
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+        except requests.ConnectTimeout:
+            return Mka1ConnectionError(f"{what}: connect timeout")
+        except requests.ReadTimeout:
+            return Mka1TimeoutError(
+                f"{what}: no answer within {self.timeout[1]}s", retry_safe=idempotent
+            )
+        except requests.ConnectionError as exc:
+            refused = _never_reached_server(exc)
+            return Mka1ConnectionError(
+                f"{what}: {'could not connect' if refused else 'connection lost'}",
+                retry_safe=refused or idempotent,
+            )
+        except requests.RequestException as exc:
+            return Mka1PermanentError(f"{what}: {type(exc).__name__}")
+        text = response.content.decode("utf-8", errors="replace")
+        if 200 <= response.status_code < 300:
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                return Mka1PermanentError(
+                    f"{what}: answer is not JSON", status=response.status_code
+                )
+            if not isinstance(parsed, dict):
+                return Mka1PermanentError(
+                    f"{what}: answer is not a JSON object", status=response.status_code
+                )
+            return Mka1Object(data=parsed, raw=text)
+        return self._error_from(what, response, text)
+
+    def _error_from(self, what: str, response: requests.Response, text: str) -> Mka1Error:
+        status = response.status_code
+        text = self._scrub(text)[:_ERROR_BODY_LIMIT]
+        try:
+            body: Any = json.loads(text)
+        except ValueError:
+            body = text
+        detail = _error_message(body) or response.reason or ""
+        message = f"{what}: HTTP {status} {detail}".rstrip()
+        retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+        cls: type[Mka1Error]
+        if status == 429:
+            cls = Mka1RateLimitError
+        elif status in (409, 423) and (status == 423 or _BUSY_RE.search(text)):
+            cls = Mka1ConversationBusyError
+        elif status == 408:
+            cls = Mka1TimeoutError
+        elif status >= 500:
+            cls = Mka1ServerError
+        elif status == 404:
+            cls = Mka1NotFoundError
+        elif status in (401, 403):
+            cls = Mka1AuthError
+        else:
+            cls = Mka1InvalidRequestError
+        return cls(message, status=status, body=body, retry_after=retry_after)
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float | None:
+        if retry_after is not None:
+            return retry_after if retry_after <= self.backoff_max else None
+        cap = min(self.backoff_max, self.backoff * (2**attempt))
+        return random.uniform(cap / 2, cap)  # noqa: S311 (jitter, not cryptography)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+
+def _segment(value: str) -> str:
+    if not value:
+        raise Mka1InvalidRequestError("empty id in MKA1 path")
+    return quote(value, safe="")
+
+
+def _pooled_session() -> requests.Session:
+    session = requests.Session()
+    # Retries are ours (they need the error classification); the adapter only pools.
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.trust_env = False  # no proxy or netrc credentials picked up implicitly
+    return session
+
+
+def _never_reached_server(exc: requests.ConnectionError) -> bool:
+    """True when the request was certainly not delivered (refused, DNS), so a retry
+    cannot duplicate it; false when the connection broke after sending."""
+    reason = exc.args[0] if exc.args else None
+    inner = getattr(reason, "reason", reason)
+    name = type(inner).__name__
+    return name in ("NewConnectionError", "NameResolutionError", "ConnectTimeoutError")
+
+
+def _error_message(body: Any) -> str:
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            return str(err.get("message") or err.get("code") or "")[:300]
+        if isinstance(err, str):
+            return err[:300]
+        return str(body.get("message", ""))[:300]
+    return str(body)[:300] if body else ""
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+# --- the shared instance -----------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def client() -> Mka1Client:
+    """The process-wide client both channels use (one pooled session)."""
+    instance = Mka1Client(
+        api_key=settings.MKA1_API_KEY,
+        base_url=settings.MKA1_BASE_URL,
+        model=settings.MKA1_MODEL,
+        timeout=settings.MKA1_TIMEOUT,
+        connect_timeout=settings.MKA1_CONNECT_TIMEOUT,
+        max_retries=settings.MKA1_MAX_RETRIES,
+        backoff=settings.MKA1_BACKOFF_SECONDS,
+        backoff_max=settings.MKA1_BACKOFF_MAX_SECONDS,
+        chain_mode=cast(ChainMode, settings.MKA1_CHAIN_MODE),
+    )
+    if instance.base_url.startswith("sandbox://"):
+        from multichannel.sandbox.transport import InProcessAdapter
+
+        instance.session.mount("sandbox://", InProcessAdapter())
+    return instance
+
+
+@receiver(setting_changed)
+def _reset_client(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith("MKA1_") or setting == "SANDBOX":
+        client.cache_clear()

@@ -1,0 +1,381 @@
+"""A local stand-in for the MKA1 endpoints Multichannel uses.
+
+It speaks MKA1's wire format (OpenAI-Responses-style JSON), keeps conversations and
+stored responses per API key and `X-On-Behalf-Of` user, refuses a second concurrent turn
+on one conversation like MKA1 does, answers deterministically (it restates the input),
+and can be told to misbehave through `SandboxFault` rows (see `faults.py`).
+"""
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+
+from multichannel.mka1 import api_key_fingerprint, is_response_id
+from multichannel.sandbox.faults import fault_take
+from multichannel.sandbox.models import SandboxConversation, SandboxItem, SandboxResponse
+
+LOCK_SECONDS = 60
+View = Callable[..., HttpResponse]
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return HttpResponse(body, status=status, content_type="application/json", headers=headers or {})
+
+
+def _error(status: int, message: str, kind: str, code: str | None = None) -> HttpResponse:
+    return _json({"error": {"message": message, "type": kind, "param": None, "code": code}}, status)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+class _Caller:
+    def __init__(self, key: str, user: str) -> None:
+        self.key = key
+        self.user = user
+
+
+def mka1_endpoint(name: str) -> Callable[[View], View]:
+    """Auth, fault injection and latency around a sandbox endpoint."""
+
+    def decorate(view: View) -> View:
+        @csrf_exempt
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            auth = request.headers.get("Authorization", "")
+            if not auth.startswith("Bearer ") or not auth[7:].strip():
+                return _error(401, "Missing bearer token", "authentication_error")
+            caller = _Caller(
+                api_key_fingerprint(auth[7:].strip()), request.headers.get("X-On-Behalf-Of", "")
+            )
+            fault = fault_take(name)
+            if fault is not None:
+                if fault.delay_ms:
+                    time.sleep(fault.delay_ms / 1000)
+                if fault.status:
+                    return _json(
+                        fault.body
+                        if fault.body is not None
+                        else {"error": {"message": "Injected failure", "type": "server_error"}},
+                        fault.status,
+                        headers={str(k): str(v) for k, v in (fault.headers or {}).items()},
+                    )
+            if settings.SANDBOX_MKA1_LATENCY_MS:
+                time.sleep(settings.SANDBOX_MKA1_LATENCY_MS / 1000)
+            return view(request, caller, *args, **kwargs)
+
+        return wrapped
+
+    return decorate
+
+
+def _body(request: HttpRequest) -> dict[str, Any] | HttpResponse:
+    if request.content_type != "application/json":
+        return _error(415, "Content-Type must be application/json", "invalid_request_error")
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return _error(400, "Request body is not valid JSON", "invalid_request_error")
+    if not isinstance(body, dict):
+        return _error(400, "Request body must be a JSON object", "invalid_request_error")
+    return body
+
+
+def _owned_conversation(caller: _Caller, conversation_id: str) -> SandboxConversation | None:
+    return SandboxConversation.objects.filter(
+        id=conversation_id, owner_key=caller.key, owner_user=caller.user
+    ).first()
+
+
+@require_http_methods(["POST"])
+@mka1_endpoint("conversations.create")
+def conversations_create(request: HttpRequest, caller: _Caller) -> HttpResponse:
+    body = _body(request)
+    if isinstance(body, HttpResponse):
+        return body
+    metadata = body.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        return _error(400, "metadata must be an object", "invalid_request_error", "metadata")
+    payload: dict[str, Any] = {
+        "id": _new_id("conv"),
+        "object": "conversation",
+        "created_at": int(time.time()),
+        "deleted_at": None,
+        "metadata": metadata or {},
+    }
+    SandboxConversation.objects.create(
+        id=payload["id"], owner_key=caller.key, owner_user=caller.user, body=payload
+    )
+    return _json(payload)
+
+
+def _input_text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        texts: list[str] = []
+        for item in value:
+            if not isinstance(item, dict):
+                continue
+            content = item.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts.extend(
+                    str(part.get("text", "")) for part in content if isinstance(part, dict)
+                )
+        return "\n".join(texts) if texts else None
+    return None
+
+
+@require_http_methods(["POST"])
+@mka1_endpoint("responses.create")
+def responses_create(request: HttpRequest, caller: _Caller) -> HttpResponse:
+    body = _body(request)
+    if isinstance(body, HttpResponse):
+        return body
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return _error(400, "model is required", "invalid_request_error", "model")
+    text = _input_text(body.get("input"))
+    if text is None:
+        return _error(400, "input must be a string or a list of messages", "invalid_request_error")
+    if body.get("stream"):
+        return _error(400, "The sandbox does not stream", "invalid_request_error", "stream")
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        return _error(400, "metadata values must be strings", "invalid_request_error")
+    conversation_ref = body.get("conversation")
+    if isinstance(conversation_ref, dict):
+        conversation_ref = conversation_ref.get("id")
+    previous_id = body.get("previous_response_id")
+    if conversation_ref and previous_id and settings.SANDBOX_MKA1_REFUSE_BOTH:
+        return _error(
+            400,
+            "conversation and previous_response_id cannot be used together",
+            "invalid_request_error",
+            "mutually_exclusive_parameters",
+        )
+    conversation = None
+    if conversation_ref:
+        conversation = _owned_conversation(caller, str(conversation_ref))
+        if conversation is None:
+            return _error(404, f"Conversation {conversation_ref} not found", "not_found")
+    previous = None
+    if previous_id:
+        previous = SandboxResponse.objects.filter(
+            id=previous_id, owner_key=caller.key, owner_user=caller.user
+        ).first()
+        if previous is None:
+            return _error(404, f"Previous response {previous_id} not found", "not_found")
+        if conversation is None and previous.conversation_id:
+            # Chaining by previous_response_id alone stays in the previous conversation.
+            conversation = _owned_conversation(caller, previous.conversation_id)
+
+    if conversation is not None and not _lock(conversation):
+        return _error(
+            409,
+            f"Conversation {conversation.id} is locked by another in-progress response",
+            "conflict",
+            "conversation_locked",
+        )
+    try:
+        payload = _response_payload(
+            model=model,
+            text=text,
+            metadata=metadata,
+            previous_id=previous_id,
+            conversation_id=conversation.id if conversation else None,
+        )
+        raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        with transaction.atomic():
+            if body.get("store", True):
+                SandboxResponse.objects.create(
+                    id=payload["id"],
+                    owner_key=caller.key,
+                    owner_user=caller.user,
+                    conversation_id=conversation.id if conversation else None,
+                    raw=raw,
+                )
+            if conversation is not None:
+                _append_items(conversation, payload["id"], text, payload["output"][0])
+    finally:
+        if conversation is not None:
+            _unlock(conversation)
+    return HttpResponse(raw, content_type="application/json")
+
+
+def _lock(conversation: SandboxConversation) -> bool:
+    now = timezone.now()
+    taken = SandboxConversation.objects.filter(
+        Q(locked_until__isnull=True) | Q(locked_until__lt=now), pk=conversation.pk
+    ).update(locked_until=now + timedelta(seconds=LOCK_SECONDS))
+    return taken == 1
+
+
+def _unlock(conversation: SandboxConversation) -> None:
+    SandboxConversation.objects.filter(pk=conversation.pk).update(locked_until=None)
+
+
+def _append_items(
+    conversation: SandboxConversation, response_id: str, text: str, output: dict[str, Any]
+) -> None:
+    user_item: dict[str, Any] = {
+        "type": "message",
+        "id": _new_id("msg"),
+        "status": "completed",
+        "role": "user",
+        "content": [{"type": "input_text", "text": text}],
+    }
+    for item in (user_item, output):
+        SandboxItem.objects.create(
+            item_id=item["id"],
+            conversation=conversation,
+            response_id=response_id,
+            body={**item, "response_id": response_id},
+        )
+
+
+def reply_text(text: str) -> str:
+    """The sandbox's deterministic answer."""
+    return f"You said: {text}"
+
+
+def _response_payload(
+    *,
+    model: str,
+    text: str,
+    metadata: dict[str, str],
+    previous_id: str | None,
+    conversation_id: str | None,
+) -> dict[str, Any]:
+    now = int(time.time())
+    answer = reply_text(text)
+    input_tokens = max(1, len(text.split()))
+    output_tokens = max(1, len(answer.split()))
+    payload: dict[str, Any] = {
+        "id": _new_id("resp"),
+        "object": "response",
+        "created_at": now,
+        "completed_at": now,
+        "status": "completed",
+        "error": None,
+        "incomplete_details": None,
+        "background": False,
+        "instructions": None,
+        "max_output_tokens": None,
+        "max_tool_calls": None,
+        "metadata": metadata,
+        "model": model,
+        "output": [
+            {
+                "type": "message",
+                "id": _new_id("msg"),
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": answer, "annotations": []}],
+                "status": "completed",
+            }
+        ],
+        "output_text": answer,
+        "parallel_tool_calls": True,
+        "previous_response_id": previous_id,
+    }
+    if conversation_id is not None:
+        payload["conversation"] = {"id": conversation_id}
+    payload.update(
+        {
+            "reasoning": {"effort": None, "summary": None},
+            "service_tier": "auto",
+            "store": True,
+            "text": {"format": {"type": "text"}, "verbosity": "medium"},
+            "tool_choice": "auto",
+            "tools": [],
+            "truncation": "disabled",
+            "usage": {
+                "input_tokens": input_tokens,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": output_tokens,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": input_tokens + output_tokens,
+            },
+            "user": None,
+        }
+    )
+    return payload
+
+
+@require_http_methods(["GET"])
+@mka1_endpoint("responses.get")
+def responses_get(request: HttpRequest, caller: _Caller, response_id: str) -> HttpResponse:
+    if not is_response_id(response_id):
+        return _error(400, "Invalid response id", "invalid_request_error", "response_id")
+    stored = SandboxResponse.objects.filter(
+        id=response_id, owner_key=caller.key, owner_user=caller.user
+    ).first()
+    if stored is None:
+        # Another user's response is "not found", exactly like one that never existed.
+        return _error(404, f"Response {response_id} not found", "not_found")
+    return HttpResponse(stored.raw, content_type="application/json")
+
+
+@require_http_methods(["GET"])
+@mka1_endpoint("conversations.items.list")
+def conversation_items_list(
+    request: HttpRequest, caller: _Caller, conversation_id: str
+) -> HttpResponse:
+    conversation = _owned_conversation(caller, conversation_id)
+    if conversation is None:
+        return _error(404, f"Conversation {conversation_id} not found", "not_found")
+    try:
+        limit = int(request.GET.get("limit", "20"))
+    except ValueError:
+        return _error(400, "limit must be an integer", "invalid_request_error", "limit")
+    if not 1 <= limit <= 100:
+        return _error(400, "limit must be between 1 and 100", "invalid_request_error", "limit")
+    order = request.GET.get("order", "desc")
+    if order not in ("asc", "desc"):
+        return _error(400, "order must be asc or desc", "invalid_request_error", "order")
+    items = conversation.items.order_by("id" if order == "asc" else "-id")
+    after = request.GET.get("after")
+    if after:
+        anchor = conversation.items.filter(item_id=after).first()
+        if anchor is None:
+            return _error(404, f"Item {after} not found", "not_found")
+        items = items.filter(id__gt=anchor.pk) if order == "asc" else items.filter(id__lt=anchor.pk)
+    page = list(items[: limit + 1])
+    data = [item.body for item in page[:limit]]
+    return _json(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": len(page) > limit,
+        }
+    )
+
+
+@require_http_methods(["GET"])
+@mka1_endpoint("conversations.items.get")
+def conversation_item_get(
+    request: HttpRequest, caller: _Caller, conversation_id: str, item_id: str
+) -> HttpResponse:
+    conversation = _owned_conversation(caller, conversation_id)
+    item = conversation.items.filter(item_id=item_id).first() if conversation else None
+    if item is None:
+        return _error(404, f"Item {item_id} not found", "not_found")
+    return _json(item.body)

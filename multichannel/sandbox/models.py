@@ -1,0 +1,66 @@
+"""State of the local MKA1 stand-in. Kept in the database so the web process and the
+queue worker see the same conversations and stored responses."""
+
+from django.db import models
+
+
+class SandboxConversation(models.Model):
+    id = models.CharField(primary_key=True, max_length=64)
+    # Who may see it: the API key's fingerprint and the X-On-Behalf-Of value.
+    owner_key = models.CharField(max_length=64)
+    owner_user = models.CharField(max_length=128)
+    body = models.JSONField()
+    # Set while a response is being generated: MKA1 refuses a second turn meanwhile.
+    locked_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class SandboxItem(models.Model):
+    item_id = models.CharField(max_length=64, unique=True)
+    conversation = models.ForeignKey(
+        SandboxConversation, on_delete=models.CASCADE, related_name="items"
+    )
+    response_id = models.CharField(max_length=64, null=True, blank=True)
+    body = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.item_id
+
+
+class SandboxResponse(models.Model):
+    id = models.CharField(primary_key=True, max_length=64)
+    owner_key = models.CharField(max_length=64)
+    owner_user = models.CharField(max_length=128)
+    conversation_id = models.CharField(max_length=64, null=True, blank=True)
+    # The JSON text exactly as served, so GET returns the same bytes as the create.
+    raw = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class SandboxFault(models.Model):
+    """A planned misbehaviour: the next `remaining` calls matching `endpoint` answer
+    with `status` (or hang for `delay_ms` first). Used by fault tests and benchmarks."""
+
+    endpoint = models.CharField(max_length=64, help_text="e.g. responses.create, or * for all")
+    status = models.PositiveSmallIntegerField(null=True, blank=True)
+    delay_ms = models.PositiveIntegerField(default=0)
+    body = models.JSONField(null=True, blank=True)
+    headers = models.JSONField(default=dict, blank=True)
+    remaining = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} -> {self.status} x{self.remaining}"

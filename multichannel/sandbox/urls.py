@@ -1,0 +1,27 @@
+from django.urls import path
+
+from multichannel.sandbox import mka1_views
+
+app_name = "sandbox"
+
+_llm = "mka1/api/v1/llm"
+
+urlpatterns = [
+    path(f"{_llm}/conversations", mka1_views.conversations_create, name="mka1-conversations"),
+    path(f"{_llm}/responses", mka1_views.responses_create, name="mka1-responses"),
+    path(
+        f"{_llm}/responses/<str:response_id>",
+        mka1_views.responses_get,
+        name="mka1-response",
+    ),
+    path(
+        f"{_llm}/conversations/<str:conversation_id>/items",
+        mka1_views.conversation_items_list,
+        name="mka1-conversation-items",
+    ),
+    path(
+        f"{_llm}/conversations/<str:conversation_id>/items/<str:item_id>",
+        mka1_views.conversation_item_get,
+        name="mka1-conversation-item",
+    ),
+]

@@ -1,0 +1,153 @@
+"""Write paths of the shared core: end users, their conversation, and its turns.
+
+Both channels go through these, so a turn on WhatsApp and a turn on the web extend the
+same MKA1 conversation and the same previous_response_id chain.
+"""
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from audit.services import audit_event_record
+from multichannel.mka1 import Channel, Mka1Object, Mka1PermanentError, client, is_response_id
+from multichannel.models import Conversation, EndUser, Turn
+
+logger = logging.getLogger(__name__)
+
+
+class ChainConflictError(Exception):
+    """The conversation's head moved while a turn was in flight (a concurrent turn)."""
+
+
+def end_user_create() -> EndUser:
+    return EndUser.objects.create()
+
+
+def conversation_ensure(*, end_user: EndUser, channel: Channel) -> Conversation:
+    """The end user's conversation, created through MKA1 on first use and then reused."""
+    existing = Conversation.objects.filter(end_user=end_user).first()
+    if existing is not None:
+        return existing
+    mka1 = client()
+    created = mka1.create_conversation(end_user.id)
+    if not created.id:
+        raise Mka1PermanentError("MKA1 created a conversation without an id")
+    try:
+        with transaction.atomic():
+            conversation = Conversation.objects.create(
+                end_user=end_user, mka1_conversation_id=created.id
+            )
+            audit_event_record(
+                channel=channel,
+                action="conversations.create",
+                end_user_id=end_user.id,
+                conversation_id=created.id,
+                full_response=created,
+                api_key_fingerprint=mka1.key_fingerprint,
+            )
+    except IntegrityError:
+        # Another worker created it first; theirs is the one in use from now on.
+        logger.warning("conversation for %s created twice; keeping the first", end_user.id)
+        return Conversation.objects.get(end_user=end_user)
+    return conversation
+
+
+def turn_request(
+    *,
+    conversation: Conversation,
+    channel: Channel,
+    text: str,
+    metadata: Mapping[str, str] | None = None,
+) -> Mka1Object:
+    """Ask MKA1 for the next response in the conversation (no database writes)."""
+    response = client().create_response(
+        conversation.end_user_id,
+        conversation_id=conversation.mka1_conversation_id,
+        message=text,
+        previous_response_id=conversation.previous_response_id,
+        channel=channel,
+        metadata=metadata,
+    )
+    if not is_response_id(response.id):
+        raise Mka1PermanentError(f"MKA1 answered with an unusable response id {response.id!r}")
+    return response
+
+
+def turn_store(
+    *,
+    conversation: Conversation,
+    channel: Channel,
+    text: str,
+    response: Mka1Object,
+    context: Mapping[str, Any] | None = None,
+) -> Turn:
+    """Store a response, advance the chain and audit it, all or nothing.
+
+    `conversation.previous_response_id` must still be the head the request was built
+    on; if another turn advanced it meanwhile, nothing is written.
+    """
+    expected_head = conversation.previous_response_id
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if locked.previous_response_id != expected_head:
+            raise ChainConflictError(
+                f"conversation {locked.mka1_conversation_id} moved from {expected_head} "
+                f"to {locked.previous_response_id} during the turn"
+            )
+        turn = Turn.objects.create(
+            response_id=response.id,
+            end_user_id=locked.end_user_id,
+            conversation=locked,
+            channel=channel,
+            previous_response_id=expected_head,
+            input_text=text,
+            output_text=assistant_text(response.data),
+        )
+        locked.previous_response_id = response.id
+        locked.save(update_fields=["previous_response_id", "updated_at"])
+        audit_event_record(
+            channel=channel,
+            action="responses.create",
+            end_user_id=locked.end_user_id,
+            response_id=response.id,
+            conversation_id=response_conversation_id(response.data) or locked.mka1_conversation_id,
+            previous_response_id=response.data.get("previous_response_id"),
+            full_response=response,
+            api_key_fingerprint=client().key_fingerprint,
+            context=context,
+        )
+    conversation.previous_response_id = response.id
+    return turn
+
+
+def response_conversation_id(data: Mapping[str, Any]) -> str | None:
+    conversation = data.get("conversation")
+    if isinstance(conversation, dict):
+        value = conversation.get("id")
+        return str(value) if value else None
+    if isinstance(conversation, str):
+        return conversation or None
+    return None
+
+
+def assistant_text(data: Mapping[str, Any]) -> str:
+    """The assistant's words in a response, as the seed guide extracts them."""
+    parts: list[str] = []
+    for item in data.get("output") or []:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") != "message" or item.get("role") != "assistant":
+            continue
+        content = item.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+            continue
+        for piece in content or []:
+            if isinstance(piece, dict) and isinstance(piece.get("text"), str):
+                parts.append(piece["text"])
+    if parts:
+        return "".join(parts)
+    fallback = data.get("output_text")
+    return fallback if isinstance(fallback, str) else ""

@@ -1,0 +1,162 @@
+"""Settings for Multichannel: one module, read from the environment (12-factor).
+
+Every variable is listed with a comment in `.env.example`. A `.env` file beside
+`manage.py` is read when present; real environment variables win over it.
+Contradictory or missing configuration is reported by the system checks in
+`multichannel/checks.py` (ids `multichannel.E0xx`); the few things without which the
+process must not even start (a real SECRET_KEY and MKA1_API_KEY in production) raise
+`ImproperlyConfigured` here, naming the variable.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG: bool = env.bool("DEBUG", default=False)
+
+# Only ever used with DEBUG on; production refuses it below.
+_DEV_SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"  # noqa: S105
+SECRET_KEY: str = env.str("SECRET_KEY", default="") or (_DEV_SECRET_KEY if DEBUG else "")
+if not DEBUG and (not SECRET_KEY or SECRET_KEY.startswith("django-insecure-")):
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be set to a long random value when DEBUG is off "
+        '(python -c "import secrets; print(secrets.token_urlsafe(50))").'
+    )
+
+ALLOWED_HOSTS: list[str] = env.list(
+    "ALLOWED_HOSTS",
+    default=["localhost", "127.0.0.1", "[::1]", "testserver"] if DEBUG else [],
+)
+
+# --- MKA1 -------------------------------------------------------------------------
+MKA1_API_KEY: str = env.str("MKA1_API_KEY", default="")
+# The sandbox stands in for MKA1 on one machine. On by default only for development
+# without a key; the system check multichannel.E002 refuses it when DEBUG is off.
+SANDBOX: bool = env.bool("SANDBOX", default=DEBUG and not MKA1_API_KEY)
+if not DEBUG and not MKA1_API_KEY:
+    raise ImproperlyConfigured(
+        "MKA1_API_KEY must be set when DEBUG is off: both channels call MKA1 with it."
+    )
+if SANDBOX and not MKA1_API_KEY:
+    # The sandbox needs a bearer token like the real API; a fixed, obviously fake one.
+    MKA1_API_KEY = "sandbox-key-not-secret"
+
+# "sandbox://mka1" routes calls in-process to the sandbox app (no port needed);
+# point it at http://127.0.0.1:8000/sandbox/mka1 to exercise real HTTP instead.
+MKA1_BASE_URL: str = env.str(
+    "MKA1_BASE_URL", default="sandbox://mka1" if SANDBOX else "https://apigw.mka1.com"
+).rstrip("/")
+MKA1_MODEL: str = env.str("MKA1_MODEL", default="meetkai:functionary-pt")
+MKA1_TIMEOUT: float = env.float("MKA1_TIMEOUT", default=60.0)  # read timeout, seconds
+MKA1_CONNECT_TIMEOUT: float = env.float("MKA1_CONNECT_TIMEOUT", default=5.0)
+MKA1_MAX_RETRIES: int = env.int("MKA1_MAX_RETRIES", default=3)
+MKA1_BACKOFF_SECONDS: float = env.float("MKA1_BACKOFF_SECONDS", default=0.5)
+MKA1_BACKOFF_MAX_SECONDS: float = env.float("MKA1_BACKOFF_MAX_SECONDS", default=30.0)
+# How a turn is chained to the previous one: "both" sends conversation and
+# previous_response_id (as the seed guide does), or only one of them.
+MKA1_CHAIN_MODE: str = env.str("MKA1_CHAIN_MODE", default="both")
+
+SANDBOX_MKA1_LATENCY_MS: int = env.int("SANDBOX_MKA1_LATENCY_MS", default=0)
+# Behave like OpenAI-style servers that refuse conversation + previous_response_id.
+SANDBOX_MKA1_REFUSE_BOTH: bool = env.bool("SANDBOX_MKA1_REFUSE_BOTH", default=False)
+
+# --- Django -----------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "multichannel.apps.MultichannelConfig",
+    "multichannel.sandbox.apps.SandboxConfig",
+    "audit.apps.AuditConfig",
+    "whatsapp.apps.WhatsappConfig",
+    "web.apps.WebConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "multichannel.urls"
+WSGI_APPLICATION = "multichannel.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES: dict[str, dict[str, Any]] = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web process read while the worker writes; IMMEDIATE makes a writing
+    # transaction take the lock at BEGIN, so concurrent writers queue instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+REST_FRAMEWORK: dict[str, Any] = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+}
+
+LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # urllib3 logs full URLs at DEBUG; keep it quiet so nothing sensitive leaks there.
+    "loggers": {"urllib3": {"level": "WARNING"}},
+}

@@ -1,0 +1,12 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+]
+
+if settings.SANDBOX:
+    # Stand-ins for MKA1 and the WhatsApp Graph API; never mounted in production
+    # (system check multichannel.E002 refuses SANDBOX with DEBUG off).
+    urlpatterns.append(path("sandbox/", include("multichannel.sandbox.urls")))
