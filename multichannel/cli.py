@@ -33,17 +33,29 @@ class StrictCommand(BaseCommand):
 
 def utc_datetime(value: str) -> datetime:
     """argparse type: an ISO 8601 date or date-time; naive values are taken as UTC."""
-    moment = parse_datetime(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    problem = f"{value!r} is not an ISO 8601 date or date-time (e.g. 2026-03-30T19:10:14Z)"
+    try:
+        moment = parse_datetime(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+        day = parse_date(value) if moment is None else None
+    except ValueError as exc:
+        # Well-formed but impossible ("2026-02-30"): argparse would otherwise say only
+        # "invalid utc_datetime value".
+        raise argparse.ArgumentTypeError(f"{problem}: {exc}") from exc
     if moment is None:
-        day = parse_date(value)
         if day is None:
-            raise argparse.ArgumentTypeError(
-                f"{value!r} is not an ISO 8601 date or date-time (e.g. 2026-03-30T19:10:14Z)"
-            )
+            raise argparse.ArgumentTypeError(problem)
         moment = datetime.combine(day, time.min)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment
+
+
+def non_empty(value: str) -> str:
+    """argparse type: a string that must not be empty, for filters where an empty value
+    (an unset shell variable) would otherwise silently mean "no filter at all"."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
 
 
 @contextmanager

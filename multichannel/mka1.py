@@ -344,7 +344,8 @@ class Mka1Client:
             body: Any = json.loads(text)
         except ValueError:
             body = text
-        detail = _error_message(body) or response.reason or ""
+        # The reason phrase comes from the server too, so it is scrubbed like the body.
+        detail = _error_message(body) or self._scrub(response.reason or "")
         message = f"{what}: HTTP {status} {detail}".rstrip()
         retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
         cls: type[Mka1Error]
@@ -375,8 +376,10 @@ class Mka1Client:
 
 
 def _segment(value: str) -> str:
-    if not value:
-        raise Mka1InvalidRequestError("empty id in MKA1 path")
+    # "." and ".." survive quoting and requests resolves them, which would send the
+    # call (as this end user) to a different endpoint.
+    if not value or value in (".", ".."):
+        raise Mka1InvalidRequestError("empty or dot-segment id in MKA1 path")
     return quote(value, safe="")
 
 

@@ -70,3 +70,66 @@ class Turn(models.Model):
 
     def __str__(self) -> str:
         return self.response_id
+
+
+class UserMessage(models.Model):
+    """A message from the end user on either channel. Each user's messages are answered
+    one at a time, in the order sent, whichever channel they came from."""
+
+    class Kind(models.TextChoices):
+        TEXT = "text", "Text (answered by MKA1)"
+        UNSUPPORTED = "unsupported", "Unsupported type (fixed reply)"
+        LOGIN = "login", "Sign-in request"
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"  # stored, not answered yet
+        ANSWERED = "answered", "Answered"  # reply stored, not delivered yet
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"  # given up; the reason is in `error`
+
+    end_user = models.ForeignKey(EndUser, on_delete=models.PROTECT, related_name="messages")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.TEXT)
+    # The channel's own id for the message (the WhatsApp message id), for tracing.
+    external_id = models.CharField(max_length=255, blank=True)
+    text = models.TextField(blank=True)
+    sent_at = models.DateTimeField(help_text="When the user sent it, by the channel's clock.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    turn = models.OneToOneField(
+        Turn, on_delete=models.PROTECT, null=True, blank=True, related_name="message"
+    )
+    # Stored before delivery, so a failed send is retried without asking MKA1 again.
+    reply_text = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["sent_at", "id"]
+        indexes = [
+            models.Index(fields=["end_user", "state", "sent_at", "id"], name="message_user_queue"),
+            models.Index(fields=["state", "next_attempt_at"], name="message_state_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} message {self.pk} ({self.state})"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (self.State.DELIVERED, self.State.FAILED)
+
+
+class ProcessingLease(models.Model):
+    """Who is answering an end user's messages right now. At most one worker holds it,
+    so one user's turns never run concurrently; it expires if that worker dies."""
+
+    end_user = models.OneToOneField(
+        EndUser, on_delete=models.CASCADE, primary_key=True, related_name="lease"
+    )
+    owner = models.CharField(max_length=64)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.end_user_id} held by {self.owner} until {self.expires_at:%H:%M:%S}"

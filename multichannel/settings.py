@@ -8,6 +8,8 @@ process must not even start (a real SECRET_KEY and MKA1_API_KEY in production) r
 `ImproperlyConfigured` here, naming the variable.
 """
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,68 @@ SANDBOX_MKA1_LATENCY_MS: int = env.int("SANDBOX_MKA1_LATENCY_MS", default=0)
 # Behave like OpenAI-style servers that refuse conversation + previous_response_id.
 SANDBOX_MKA1_REFUSE_BOTH: bool = env.bool("SANDBOX_MKA1_REFUSE_BOTH", default=False)
 
+# --- WhatsApp Cloud API -----------------------------------------------------------
+# With the sandbox, fixed fake values stand in so everything runs on one machine; in
+# production the system checks (multichannel.E010...) name whichever is missing.
+_sandbox_default = "sandbox-not-secret" if SANDBOX else ""
+WHATSAPP_VERIFY_TOKEN: str = env.str("WHATSAPP_VERIFY_TOKEN", default=_sandbox_default)
+WHATSAPP_APP_SECRET: str = env.str("WHATSAPP_APP_SECRET", default=_sandbox_default)
+WHATSAPP_TOKEN: str = env.str("WHATSAPP_TOKEN", default=_sandbox_default)
+WHATSAPP_PHONE_NUMBER_ID: str = env.str(
+    "WHATSAPP_PHONE_NUMBER_ID", default="100000000000001" if SANDBOX else ""
+)
+WHATSAPP_GRAPH_URL: str = env.str(
+    "WHATSAPP_GRAPH_URL", default="sandbox://graph" if SANDBOX else "https://graph.facebook.com"
+).rstrip("/")
+WHATSAPP_GRAPH_VERSION: str = env.str("WHATSAPP_GRAPH_VERSION", default="v25.0")
+WHATSAPP_TIMEOUT: float = env.float("WHATSAPP_TIMEOUT", default=15.0)
+WHATSAPP_MAX_RETRIES: int = env.int("WHATSAPP_MAX_RETRIES", default=3)
+# Meta's payloads are a few KB; anything far larger is not a webhook we want to parse.
+WHATSAPP_MAX_BODY_BYTES: int = env.int("WHATSAPP_MAX_BODY_BYTES", default=1024 * 1024)
+WHATSAPP_UNSUPPORTED_REPLY: str = env.str(
+    "WHATSAPP_UNSUPPORTED_REPLY",
+    default="Sorry, I can only read text messages for now. Please send your question as text.",
+)
+WHATSAPP_FAILURE_REPLY: str = env.str(
+    "WHATSAPP_FAILURE_REPLY",
+    default="Sorry, something went wrong answering that. Please try again in a moment.",
+)
+
+# The WhatsApp message that asks for a web sign-in link (case-insensitive).
+LOGIN_KEYWORD: str = env.str("LOGIN_KEYWORD", default="LOGIN")
+
+# --- Processing -------------------------------------------------------------------
+# A worker holds a per-user lease while it answers that user's messages; a crashed
+# worker's lease runs out after this long and the recovery task takes over.
+TURN_LEASE_SECONDS: int = env.int("TURN_LEASE_SECONDS", default=300)
+# How often a message may fail transiently (MKA1 or delivery) before it is given up on.
+TURN_MAX_ATTEMPTS: int = env.int("TURN_MAX_ATTEMPTS", default=6)
+
+# --- Queue (Huey) -----------------------------------------------------------------
+REDIS_URL: str = env.str("REDIS_URL", default="")
+HUEY: dict[str, Any] = {
+    "name": "multichannel",
+    # Set explicitly: djhuey would otherwise run tasks inline whenever DEBUG is on,
+    # and the webhook must never make the MKA1 call inside the request.
+    "immediate": env.bool("HUEY_IMMEDIATE", default=False),
+    "utc": True,
+    "consumer": {
+        "workers": env.int("HUEY_WORKERS", default=8),
+        "worker_type": "thread",  # MKA1 calls are I/O-bound: many in flight per process
+        "periodic": True,
+        "check_worker_health": True,
+    },
+}
+if REDIS_URL:
+    HUEY.update({"huey_class": "huey.RedisHuey", "url": REDIS_URL})
+else:
+    HUEY.update(
+        {
+            "huey_class": "huey.SqliteHuey",
+            "filename": env.str("HUEY_SQLITE_PATH", default=str(BASE_DIR / "huey.sqlite3")),
+        }
+    )
+
 # --- Django -----------------------------------------------------------------------
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -76,6 +140,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "huey.contrib.djhuey",
     "multichannel.apps.MultichannelConfig",
     "multichannel.sandbox.apps.SandboxConfig",
     "audit.apps.AuditConfig",
@@ -124,6 +189,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+    # Tests run on a file, not Django's shared-cache in-memory database, so concurrency
+    # tests see the same locking as production SQLite (one file per test run).
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(Path(tempfile.gettempdir()) / f"multichannel-test-{os.getpid()}.sqlite3")
+    }
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)

@@ -4,6 +4,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("whatsapp/", include("whatsapp.urls")),
 ]
 
 if settings.SANDBOX:

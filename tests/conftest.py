@@ -1,23 +1,80 @@
 """Shared fixtures. Outgoing HTTP is faked with `responses` or served by the in-process
 sandbox; nothing here talks to the internet."""
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from django.conf import settings
+from django.test import Client
 
 from multichannel import mka1
 from multichannel.models import EndUser
+from multichannel.sandbox import whatsapp as wa
+from multichannel.sandbox.models import SandboxGraphMessage
 from multichannel.services import end_user_create
+from whatsapp.graph import graph_client
+
+PostWebhook = Callable[..., Any]
+Calls = list[tuple[str, str, dict[str, Any]]]
 
 
 @pytest.fixture(autouse=True)
-def _fresh_mka1_client() -> Iterator[None]:
-    # The shared client is cached per process; each test gets one built from its settings.
+def _fresh_clients() -> Iterator[None]:
+    # The shared clients are cached per process; each test gets ones built from its settings.
     mka1.client.cache_clear()
+    graph_client.cache_clear()
     yield
     mka1.client.cache_clear()
+    graph_client.cache_clear()
 
 
 @pytest.fixture
 def end_user(db: None) -> EndUser:
     return end_user_create()
+
+
+@pytest.fixture
+def post_webhook(client: Client) -> PostWebhook:
+    """POST a payload to the webhook, signed with the app secret unless told otherwise
+    (`signature=""` sends no signature header at all)."""
+
+    def post(
+        payload: Any = None, *, signature: str | None = None, raw: bytes | None = None
+    ) -> Any:
+        body = raw if raw is not None else wa.encode(payload)
+        if signature is None:
+            signature = wa.sign(body, settings.WHATSAPP_APP_SECRET)
+        headers = {"X-Hub-Signature-256": signature} if signature else {}
+        return client.post(
+            "/whatsapp/webhook", data=body, content_type="application/json", headers=headers
+        )
+
+    return post
+
+
+@pytest.fixture
+def mka1_calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
+    """Every MKA1 call made through the shared client's seam: (method, path, body)."""
+    calls: Calls = []
+    original = mka1.Mka1Client.request
+
+    def spy(self: mka1.Mka1Client, method: str, path: str, **kwargs: Any) -> mka1.Mka1Object:
+        calls.append((method, path, json.loads(json.dumps(kwargs.get("json_body") or {}))))
+        return original(self, method, path, **kwargs)
+
+    monkeypatch.setattr(mka1.Mka1Client, "request", spy)
+    return calls
+
+
+def response_creates(calls: Calls) -> list[dict[str, Any]]:
+    return [body for method, path, body in calls if (method, path) == ("POST", "/responses")]
+
+
+def sent_texts(recipient: str | None = None) -> list[str]:
+    """Reply texts the Graph API stand-in received, oldest first."""
+    sent = SandboxGraphMessage.objects.filter(kind="text")
+    if recipient is not None:
+        sent = sent.filter(recipient=recipient)
+    return [message.body["text"]["body"] for message in sent]

@@ -27,3 +27,74 @@ class WhatsAppIdentity(models.Model):
 
     def __str__(self) -> str:
         return self.wa_id or self.bsuid or "?"
+
+
+class WebhookDelivery(models.Model):
+    """A verified webhook POST from Meta, kept exactly as received."""
+
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    object = models.CharField(max_length=64, blank=True)
+    raw_body = models.TextField()
+    message_count = models.PositiveIntegerField(default=0)
+    status_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"webhook {self.pk} ({self.object or 'unknown'})"
+
+
+class InboundMessage(models.Model):
+    """A message a user sent to the business number. The WhatsApp message id is unique,
+    so a redelivered webhook stores nothing twice."""
+
+    wamid = models.CharField(max_length=255, unique=True)
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.PROTECT, related_name="messages")
+    identity = models.ForeignKey(
+        WhatsAppIdentity, on_delete=models.PROTECT, related_name="messages"
+    )
+    user_message = models.OneToOneField(
+        "multichannel.UserMessage", on_delete=models.PROTECT, related_name="whatsapp_inbound"
+    )
+    type = models.CharField(max_length=32)
+    phone_number_id = models.CharField(max_length=64, blank=True)
+    sent_at = models.DateTimeField()
+    raw = models.JSONField()
+    read_marked = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.wamid
+
+
+class OutboundMessage(models.Model):
+    """A reply sent through the Graph API (one row per part of a long reply)."""
+
+    class Status(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted by the Graph API"
+        SENT = "sent", "Sent"
+        DELIVERED = "delivered", "Delivered"
+        READ = "read", "Read"
+        FAILED = "failed", "Failed"
+
+    user_message = models.ForeignKey(
+        "multichannel.UserMessage", on_delete=models.PROTECT, related_name="whatsapp_outbound"
+    )
+    part = models.PositiveSmallIntegerField(default=0)
+    wamid = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    recipient = models.CharField(max_length=128)
+    text = models.TextField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACCEPTED)
+    status_at = models.DateTimeField(null=True, blank=True)
+    errors = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user_message", "part"], name="outbound_one_per_part")
+        ]
+
+    def __str__(self) -> str:
+        return self.wamid or f"outbound {self.pk}"

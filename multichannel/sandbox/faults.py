@@ -23,8 +23,14 @@ def fault_inject(
     the answer outright."""
     if status is None and not delay_ms:
         raise ValueError("a fault needs a status, a delay, or both")
+    if delay_ms < 0:
+        raise ValueError("delay_ms cannot be negative")
     if times < 1:
         raise ValueError("times must be at least 1")
+    if status is not None and 200 <= status < 300 and body is None:
+        # A success needs something to say; an error body under 2xx would look like a
+        # malformed MKA1 object rather than a planned failure.
+        raise ValueError("a 2xx fault needs a body to answer with")
     return SandboxFault.objects.create(
         endpoint=endpoint,
         status=status,
@@ -37,7 +43,7 @@ def fault_inject(
 
 def fault_take(endpoint: str) -> SandboxFault | None:
     """Consume one planned fault for this endpoint, if any is left."""
-    with transaction.atomic():
+    while True:
         fault = (
             SandboxFault.objects.filter(Q(endpoint=endpoint) | Q(endpoint="*"), remaining__gt=0)
             .order_by("id")
@@ -45,9 +51,18 @@ def fault_take(endpoint: str) -> SandboxFault | None:
         )
         if fault is None:
             return None
-        SandboxFault.objects.filter(pk=fault.pk).update(remaining=F("remaining") - 1)
-    return fault
+        # Conditional decrement: when web and worker race for the last use of a fault,
+        # one of them wins it and the other looks again instead of going below zero.
+        taken = SandboxFault.objects.filter(pk=fault.pk, remaining__gt=0).update(
+            remaining=F("remaining") - 1
+        )
+        if taken:
+            return fault
 
 
-def faults_clear() -> None:
-    SandboxFault.objects.all().delete()
+def faults_clear() -> int:
+    """Forget every planned fault; returns how many still had calls left to spoil."""
+    with transaction.atomic():
+        pending = SandboxFault.objects.filter(remaining__gt=0).count()
+        SandboxFault.objects.all().delete()
+    return pending

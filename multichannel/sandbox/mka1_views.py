@@ -193,6 +193,7 @@ def responses_create(request: HttpRequest, caller: _Caller) -> HttpResponse:
             "conflict",
             "conversation_locked",
         )
+    store = body.get("store", True) is not False
     try:
         payload = _response_payload(
             model=model,
@@ -200,10 +201,11 @@ def responses_create(request: HttpRequest, caller: _Caller) -> HttpResponse:
             metadata=metadata,
             previous_id=previous_id,
             conversation_id=conversation.id if conversation else None,
+            store=store,
         )
         raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         with transaction.atomic():
-            if body.get("store", True):
+            if store:
                 SandboxResponse.objects.create(
                     id=payload["id"],
                     owner_key=caller.key,
@@ -212,7 +214,7 @@ def responses_create(request: HttpRequest, caller: _Caller) -> HttpResponse:
                     raw=raw,
                 )
             if conversation is not None:
-                _append_items(conversation, payload["id"], text, payload["output"][0])
+                _append_items(conversation, payload["id"], text, payload["output"][0], metadata)
     finally:
         if conversation is not None:
             _unlock(conversation)
@@ -232,7 +234,11 @@ def _unlock(conversation: SandboxConversation) -> None:
 
 
 def _append_items(
-    conversation: SandboxConversation, response_id: str, text: str, output: dict[str, Any]
+    conversation: SandboxConversation,
+    response_id: str,
+    text: str,
+    output: dict[str, Any],
+    metadata: dict[str, str],
 ) -> None:
     user_item: dict[str, Any] = {
         "type": "message",
@@ -246,7 +252,9 @@ def _append_items(
             item_id=item["id"],
             conversation=conversation,
             response_id=response_id,
-            body={**item, "response_id": response_id},
+            # MKA1 stamps each item with the response that made it and that response's
+            # metadata (so `metadata.channel` says which channel a turn came from).
+            body={**item, "response_id": response_id, "metadata": metadata},
         )
 
 
@@ -262,6 +270,7 @@ def _response_payload(
     metadata: dict[str, str],
     previous_id: str | None,
     conversation_id: str | None,
+    store: bool,
 ) -> dict[str, Any]:
     now = int(time.time())
     answer = reply_text(text)
@@ -300,7 +309,7 @@ def _response_payload(
         {
             "reasoning": {"effort": None, "summary": None},
             "service_tier": "auto",
-            "store": True,
+            "store": store,
             "text": {"format": {"type": "text"}, "verbosity": "medium"},
             "tool_choice": "auto",
             "tools": [],
@@ -346,7 +355,7 @@ def conversation_items_list(
         return _error(400, "limit must be an integer", "invalid_request_error", "limit")
     if not 1 <= limit <= 100:
         return _error(400, "limit must be between 1 and 100", "invalid_request_error", "limit")
-    order = request.GET.get("order", "desc")
+    order = request.GET.get("order", "asc")  # MKA1's default, unlike OpenAI's
     if order not in ("asc", "desc"):
         return _error(400, "order must be asc or desc", "invalid_request_error", "order")
     items = conversation.items.order_by("id" if order == "asc" else "-id")
@@ -358,13 +367,14 @@ def conversation_items_list(
         items = items.filter(id__gt=anchor.pk) if order == "asc" else items.filter(id__lt=anchor.pk)
     page = list(items[: limit + 1])
     data = [item.body for item in page[:limit]]
+    # Exactly MKA1's list shape: no first_id, and last_id is always a string (the SDK
+    # rejects null), so an empty page carries "".
     return _json(
         {
             "object": "list",
             "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
             "has_more": len(page) > limit,
+            "last_id": data[-1]["id"] if data else "",
         }
     )
 

@@ -64,3 +64,20 @@ class SandboxFault(models.Model):
 
     def __str__(self) -> str:
         return f"{self.endpoint} -> {self.status} x{self.remaining}"
+
+
+class SandboxGraphMessage(models.Model):
+    """What the business sent through the Graph API stand-in: replies and read marks."""
+
+    phone_number_id = models.CharField(max_length=64)
+    kind = models.CharField(max_length=16)  # "text" or "read"
+    recipient = models.CharField(max_length=128, blank=True)
+    wamid = models.CharField(max_length=255, blank=True)
+    body = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} to {self.recipient or '-'}"

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from multichannel.sandbox import mka1_views
+from multichannel.sandbox import graph_views, mka1_views
 
 app_name = "sandbox"
 
@@ -23,5 +23,10 @@ urlpatterns = [
         f"{_llm}/conversations/<str:conversation_id>/items/<str:item_id>",
         mka1_views.conversation_item_get,
         name="mka1-conversation-item",
+    ),
+    path(
+        "graph/<str:version>/<str:phone_number_id>/messages",
+        graph_views.messages,
+        name="graph-messages",
     ),
 ]

@@ -7,7 +7,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from audit.jsonl import event_line
 from audit.selectors import AuditFilter, audit_events_filter
-from multichannel.cli import StrictCommand, atomic_output, utc_datetime
+from multichannel.cli import StrictCommand, atomic_output, non_empty, utc_datetime
 
 CHUNK = 2000
 PROGRESS_EVERY = 10_000
@@ -19,11 +19,13 @@ class Command(StrictCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--since", type=utc_datetime, help="events at or after (ISO 8601, UTC)")
         parser.add_argument("--until", type=utc_datetime, help="events before (ISO 8601, UTC)")
-        parser.add_argument("--end-user", help="only this end user id (X-On-Behalf-Of)")
-        parser.add_argument("--conversation", help="only this MKA1 conversation id")
-        parser.add_argument("--response", help="only this MKA1 response id")
+        parser.add_argument(
+            "--end-user", type=non_empty, help="only this end user id (X-On-Behalf-Of)"
+        )
+        parser.add_argument("--conversation", type=non_empty, help="only this MKA1 conversation id")
+        parser.add_argument("--response", type=non_empty, help="only this MKA1 response id")
         parser.add_argument("--channel", choices=["whatsapp", "webapp"])
-        parser.add_argument("--action", help="e.g. responses.create, responses.get")
+        parser.add_argument("--action", type=non_empty, help="e.g. responses.create, responses.get")
         parser.add_argument(
             "--output", "-o", type=Path, help="file to write atomically (default: stdout)"
         )

@@ -1,0 +1,105 @@
+"""Plan sandbox misbehaviour from a shell, so a benchmark or an operator can make the
+web server and the worker (other processes) see failures and delays."""
+
+import argparse
+import re
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import CommandError, CommandParser
+
+from multichannel.cli import StrictCommand
+from multichannel.sandbox.faults import fault_inject, faults_clear
+
+# Endpoint names as the sandbox views take faults: "responses.create", "graph.messages"...
+ENDPOINT_RE = re.compile(r"^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*)$")
+
+
+def endpoint_name(value: str) -> str:
+    if not ENDPOINT_RE.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an endpoint name (e.g. responses.create, or * for all)"
+        )
+    return value
+
+
+def http_status(value: str) -> int:
+    try:
+        status = int(value)
+    except ValueError:
+        status = 0
+    if not 100 <= status <= 599:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an HTTP status (100-599)")
+    return status
+
+
+def non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 0 or more")
+    return number
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 1 or more")
+    return number
+
+
+class Command(StrictCommand):
+    help = (
+        "Make the next calls to a sandbox endpoint fail and/or wait (e.g. "
+        "'sandbox_fault responses.create --status 503 --times 2'), or --clear every plan."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "endpoint",
+            nargs="?",
+            type=endpoint_name,
+            help="responses.create, responses.get, conversations.create, "
+            "conversations.items.list, conversations.items.get, graph.messages, or * for all",
+        )
+        parser.add_argument("--status", type=http_status, help="answer with this HTTP status")
+        parser.add_argument(
+            "--delay-ms", type=non_negative_int, default=0, help="wait this long first"
+        )
+        parser.add_argument(
+            "--times", type=positive_int, default=1, help="how many calls (default 1)"
+        )
+        parser.add_argument("--clear", action="store_true", help="forget every planned fault")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.SANDBOX:
+            raise CommandError("SANDBOX is off: there is no sandbox to plan faults for.")
+        endpoint: str | None = options["endpoint"]
+        status: int | None = options["status"]
+        delay_ms: int = options["delay_ms"]
+        times: int = options["times"]
+        if options["clear"]:
+            if endpoint is not None or status is not None or delay_ms or times != 1:
+                raise CommandError("--clear takes no endpoint or other options")
+            cleared = faults_clear()
+            self.stdout.write(f"Cleared {cleared} planned fault{'' if cleared == 1 else 's'}.")
+            return
+        if endpoint is None:
+            raise CommandError("give an endpoint (e.g. responses.create, or * for all) or --clear")
+        if status is None and not delay_ms:
+            raise CommandError("give --status, --delay-ms, or both")
+        if status is not None and 200 <= status < 300:
+            # A planned success would need a body to answer with; that is for tests only.
+            raise CommandError("--status must be an error status (not 2xx)")
+        fault_inject(endpoint, status=status, delay_ms=delay_ms, times=times)
+        calls = "the next call" if times == 1 else f"the next {times} calls"
+        target = "any sandbox endpoint" if endpoint == "*" else endpoint
+        effect = f"answer HTTP {status}" if status is not None else "answer normally"
+        if delay_ms:
+            effect = f"wait {delay_ms} ms, then {effect}"
+        self.stdout.write(f"Planned: {calls} to {target} will {effect}.")

@@ -1,0 +1,97 @@
+"""The queue through a real consumer process (`manage.py run_huey`), not immediate mode."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from huey.contrib.djhuey import HUEY
+
+from multichannel.models import UserMessage
+from multichannel.sandbox import whatsapp as wa
+from tests.conftest import PostWebhook, sent_texts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{host}:{port}/{db['NAME']}"
+
+
+@pytest.fixture
+def consumer() -> Iterator[subprocess.Popen[str]]:
+    """A real consumer on the test database and the test queue, with thread workers."""
+    HUEY.immediate = False
+    HUEY.flush()
+    # DEBUG on: the sandbox stands in for MKA1 and Graph, which production refuses.
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "HUEY_IMMEDIATE": "false",
+        "DEBUG": "true",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "run_huey", "--workers", "4", "--worker-type", "thread"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        HUEY.flush()
+        HUEY.immediate = True
+
+
+def wait_for(condition, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_consumer_answers_queued_messages_in_order(
+    consumer: subprocess.Popen[str], post_webhook: PostWebhook
+) -> None:
+    base = int(time.time())
+    for sender in ("15550000001", "15550000002"):
+        events = [
+            wa.message_event(wa_id=sender, text=f"{sender} {i}", timestamp=base + i)
+            for i in range(3)
+        ]
+        assert post_webhook(wa.webhook_payload(events)).status_code == 200
+
+    def delivered() -> bool:
+        assert consumer.poll() is None, "the consumer exited"
+        return UserMessage.objects.filter(state="delivered").count() == 6
+
+    if not wait_for(delivered):
+        consumer.send_signal(signal.SIGINT)
+        output = consumer.communicate(timeout=20)[0]
+        pytest.fail(f"consumer did not answer in time:\n{output[-3000:]}")
+    for sender in ("15550000001", "15550000002"):
+        assert sent_texts(sender) == [f"You said: {sender} {i}" for i in range(3)]
+    consumer.send_signal(signal.SIGINT)
+    assert consumer.wait(timeout=20) == 0

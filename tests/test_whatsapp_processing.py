@@ -1,0 +1,447 @@
+"""From a stored WhatsApp message to exactly one stored response, audit event and reply,
+in order, whatever fails transiently or crashes in between."""
+
+import itertools
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import requests
+from django.test import Client
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from multichannel import mka1, processing
+from multichannel.models import Conversation, ProcessingLease, Turn, UserMessage
+from multichannel.sandbox import whatsapp as wa
+from multichannel.sandbox.faults import fault_inject
+from multichannel.sandbox.models import SandboxGraphMessage
+from multichannel.sandbox.transport import InProcessAdapter
+from multichannel.tasks import process_end_user, recover_unfinished
+from tests.conftest import Calls, PostWebhook, response_creates, sent_texts
+from whatsapp.graph import graph_client
+from whatsapp.models import InboundMessage, OutboundMessage
+
+pytestmark = pytest.mark.django_db
+
+
+class WorkerKilled(BaseException):
+    """Stands in for SIGKILL: not an Exception, so nothing on the way catches it."""
+
+
+@pytest.fixture(autouse=True)
+def no_backoff_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    slept: list[float] = []
+    monkeypatch.setattr(mka1.client(), "_sleep", slept.append)
+    monkeypatch.setattr(graph_client(), "_sleep", slept.append)
+    return slept
+
+
+@pytest.fixture
+def receive(post_webhook: PostWebhook, django_capture_on_commit_callbacks):
+    """Deliver a webhook and let the queued task run (Huey immediate mode)."""
+
+    def receive(*events: dict, run: bool = True) -> None:
+        with django_capture_on_commit_callbacks(execute=run):
+            assert post_webhook(wa.webhook_payload(list(events))).status_code == 200
+
+    return receive
+
+
+def run_due_work() -> None:
+    """Let time pass: every retry is due and every lease has expired; run recovery."""
+    past = timezone.now() - timedelta(seconds=1)
+    UserMessage.objects.exclude(next_attempt_at=None).update(next_attempt_at=past)
+    ProcessingLease.objects.update(expires_at=past)
+    recover_unfinished.call_local()
+
+
+def the_message() -> UserMessage:
+    return UserMessage.objects.get()
+
+
+# --- the happy path --------------------------------------------------------------------
+
+
+def test_a_signed_webhook_becomes_one_response_one_audit_event_one_reply(
+    receive, mka1_calls: Calls
+) -> None:
+    event = wa.message_event(wa_id="15557654321", text="What is MKA1?")
+    receive(event)
+    message = the_message()
+    assert message.state == UserMessage.State.DELIVERED
+    turn = Turn.objects.get()
+    assert message.turn == turn
+    (create,) = response_creates(mka1_calls)
+    assert create["metadata"] == {"message_id": event["message"]["id"], "channel": "whatsapp"}
+    assert create["store"] is True
+    audit = AuditEvent.objects.get(action="responses.create")
+    assert (audit.channel, audit.end_user_id) == ("whatsapp", message.end_user_id)
+    assert audit.response_id == turn.response_id
+    assert audit.conversation_id == Conversation.objects.get().mka1_conversation_id
+    assert audit.context["whatsapp_message_id"] == event["message"]["id"]
+    assert audit.api_key_fingerprint == mka1.client().key_fingerprint
+    assert sent_texts("15557654321") == ["You said: What is MKA1?"]
+    outbound = OutboundMessage.objects.get()
+    assert outbound.wamid == SandboxGraphMessage.objects.get(kind="text").wamid
+    # The user's message was marked read.
+    read = SandboxGraphMessage.objects.get(kind="read")
+    assert read.body["message_id"] == event["message"]["id"]
+
+
+def test_the_conversation_is_reused_and_the_chain_is_linear(receive, mka1_calls: Calls) -> None:
+    for text in ("one", "two", "three"):
+        receive(wa.message_event(text=text))
+    creates = response_creates(mka1_calls)
+    conversations = {body["conversation"] for body in creates}
+    assert len(conversations) == 1
+    assert [(m, p) for m, p, _ in mka1_calls if p == "/conversations"] == [
+        ("POST", "/conversations")
+    ]
+    turns = list(Turn.objects.order_by("id"))
+    assert [t.previous_response_id for t in turns] == [
+        None,
+        turns[0].response_id,
+        turns[1].response_id,
+    ]
+    assert "previous_response_id" not in creates[0]
+    assert creates[2]["previous_response_id"] == turns[1].response_id
+
+
+def test_a_burst_from_one_user_is_answered_in_the_order_sent(receive, mka1_calls: Calls) -> None:
+    base = int(timezone.now().timestamp())
+    events = [wa.message_event(text=f"m{i}", timestamp=base + i) for i in range(5)]
+    receive(*reversed(events))  # arrival order differs from sending order
+    assert sent_texts() == [f"You said: m{i}" for i in range(5)]
+    assert [body["input"] for body in response_creates(mka1_calls)] == [f"m{i}" for i in range(5)]
+    turns = list(Turn.objects.order_by("id"))
+    for earlier, later in itertools.pairwise(turns):
+        assert later.previous_response_id == earlier.response_id
+
+
+def test_same_second_messages_keep_their_arrival_order(receive) -> None:
+    events = [wa.message_event(text=f"same {i}", timestamp=1_800_000_000) for i in range(3)]
+    receive(*events)
+    assert sent_texts() == [f"You said: same {i}" for i in range(3)]
+
+
+def test_a_long_reply_is_split_and_sent_in_order(receive, monkeypatch) -> None:
+    sentence = "This sentence is exactly fifty characters long ok. "
+    monkeypatch.setattr(
+        "multichannel.sandbox.mka1_views.reply_text", lambda text: (sentence * 200).strip()
+    )
+    receive(wa.message_event(text="tell me a lot"))
+    parts = sent_texts()
+    assert len(parts) == 3
+    assert all(len(part) <= 4096 for part in parts)
+    assert all(part.endswith(".") for part in parts)  # cut at sentence ends
+    assert " ".join(parts) == (sentence * 200).strip()
+    assert list(OutboundMessage.objects.values_list("part", flat=True)) == [0, 1, 2]
+
+
+# --- MKA1 failures -----------------------------------------------------------------------
+
+
+def test_mka1_500_then_success_gives_one_reply(
+    receive, mka1_calls: Calls, no_backoff_sleep
+) -> None:
+    fault_inject("responses.create", status=500, times=2)
+    receive(wa.message_event(text="flaky"))
+    assert the_message().state == UserMessage.State.DELIVERED
+    assert len(no_backoff_sleep) == 2  # retried inside the client
+    assert Turn.objects.count() == 1
+    assert sent_texts() == ["You said: flaky"]
+
+
+def test_mka1_429_is_retried_after_the_time_it_asks_for(receive, no_backoff_sleep) -> None:
+    fault_inject(
+        "responses.create",
+        status=429,
+        headers={"Retry-After": "2"},
+        body={"error": {"message": "Rate limit", "type": "rate_limit_error"}},
+    )
+    receive(wa.message_event(text="busy"))
+    assert 2.0 in no_backoff_sleep
+    assert sent_texts() == ["You said: busy"]
+
+
+def test_mka1_failing_past_the_client_retries_is_retried_later_by_the_queue(
+    receive, mka1_calls: Calls
+) -> None:
+    fault_inject("responses.create", status=503, times=4)  # 1 try + 3 client retries
+    receive(wa.message_event(text="later"))
+    message = the_message()
+    assert message.state == UserMessage.State.QUEUED
+    assert message.attempts == 1
+    assert message.next_attempt_at is not None
+    assert sent_texts() == []
+    recover_unfinished.call_local()  # not due yet: nothing happens
+    assert sent_texts() == []
+    run_due_work()
+    assert the_message().state == UserMessage.State.DELIVERED
+    assert sent_texts() == ["You said: later"]
+    assert Turn.objects.count() == 1
+
+
+def test_mka1_timeout_is_retried_without_a_second_reply(
+    receive, mka1_calls: Calls, monkeypatch
+) -> None:
+    original = InProcessAdapter.send
+    timeouts = iter([True])
+
+    def send(self, request, **kwargs):
+        if (
+            request.method == "POST"
+            and request.url.endswith("/responses")
+            and next(timeouts, False)
+        ):
+            raise requests.ReadTimeout("read timed out")
+        return original(self, request, **kwargs)
+
+    monkeypatch.setattr(InProcessAdapter, "send", send)
+    receive(wa.message_event(text="slow"))
+    assert the_message().state == UserMessage.State.QUEUED  # a POST is not repeated blindly
+    run_due_work()
+    assert the_message().state == UserMessage.State.DELIVERED
+    assert sent_texts() == ["You said: slow"]
+    assert len(response_creates(mka1_calls)) == 2
+
+
+def test_mka1_conversation_busy_is_transient(receive) -> None:
+    fault_inject(
+        "responses.create",
+        status=409,
+        times=4,
+        body={"error": {"message": "Conversation is locked", "code": "conversation_locked"}},
+    )
+    receive(wa.message_event(text="wait"))
+    assert the_message().state == UserMessage.State.QUEUED
+    run_due_work()
+    assert sent_texts() == ["You said: wait"]
+
+
+def test_mka1_400_gets_an_apology_and_an_audited_failure(receive, mka1_calls: Calls) -> None:
+    error = {"error": {"message": "Invalid model", "type": "invalid_request_error"}}
+    fault_inject("responses.create", status=400, body=error)
+    receive(wa.message_event(text="bad"))
+    message = the_message()
+    assert message.state == UserMessage.State.DELIVERED
+    assert "HTTP 400" in message.error
+    assert len(response_creates(mka1_calls)) == 1  # a 4xx is never retried
+    assert sent_texts() == [
+        "Sorry, something went wrong answering that. Please try again in a moment."
+    ]
+    failure = AuditEvent.objects.get(action="responses.create.failed")
+    assert failure.channel == "whatsapp"
+    assert failure.end_user_id == message.end_user_id
+    assert (
+        failure.full_response
+        == '{"error":{"message":"Invalid model","type":"invalid_request_error"}}'
+    )
+    assert failure.context["status"] == 400
+    assert not Turn.objects.exists()
+    assert Conversation.objects.get().previous_response_id is None
+
+
+def test_mka1_failing_transiently_for_too_long_ends_in_an_apology(receive, settings) -> None:
+    settings.TURN_MAX_ATTEMPTS = 2
+    fault_inject("responses.create", status=503, times=100)
+    receive(wa.message_event(text="never"))
+    run_due_work()
+    message = the_message()
+    assert message.state == UserMessage.State.DELIVERED
+    assert sent_texts() == [
+        "Sorry, something went wrong answering that. Please try again in a moment."
+    ]
+    assert AuditEvent.objects.filter(action="responses.create.failed").count() == 1
+
+
+# --- Graph API failures -------------------------------------------------------------------
+
+
+def test_graph_500_then_success_sends_once_without_asking_mka1_again(
+    receive, mka1_calls: Calls
+) -> None:
+    fault_inject("graph.messages", status=500, times=2)  # mark-read and the first send
+    receive(wa.message_event(text="deliver me"))
+    assert sent_texts() == ["You said: deliver me"]
+    assert len(response_creates(mka1_calls)) == 1
+
+
+def test_graph_failing_for_long_is_retried_later_without_mka1(receive, mka1_calls: Calls) -> None:
+    fault_inject("graph.messages", status=503, times=8)  # past the client's own retries
+    receive(wa.message_event(text="eventually"))
+    message = the_message()
+    assert message.state == UserMessage.State.ANSWERED
+    assert message.reply_text == "You said: eventually"
+    run_due_work()
+    assert the_message().state == UserMessage.State.DELIVERED
+    assert sent_texts() == ["You said: eventually"]
+    assert len(response_creates(mka1_calls)) == 1
+
+
+@pytest.mark.parametrize("code", [130429, 131056])
+def test_graph_rate_limits_are_retried_later(receive, code: int) -> None:
+    body = {"error": {"message": "Rate limit hit", "code": code}}
+    fault_inject("graph.messages", status=400, body=body, times=2)
+    receive(wa.message_event(text="throttled"))
+    assert the_message().state == UserMessage.State.ANSWERED
+    run_due_work()
+    assert sent_texts() == ["You said: throttled"]
+
+
+def test_graph_permanent_failure_is_recorded_and_not_retried(receive) -> None:
+    body = {"error": {"message": "Re-engagement message", "code": 131047}}
+    fault_inject("graph.messages", status=400, body=body, times=2)
+    receive(wa.message_event(text="too late"))
+    message = the_message()
+    assert message.state == UserMessage.State.FAILED
+    assert "131047" in message.error
+    outbound = OutboundMessage.objects.get()
+    assert outbound.status == OutboundMessage.Status.FAILED
+    assert outbound.errors == [body]
+    run_due_work()
+    assert sent_texts() == []
+
+
+def test_a_waiting_reply_holds_back_the_users_later_messages(receive) -> None:
+    fault_inject("graph.messages", status=503, times=8)
+    base = int(timezone.now().timestamp())
+    receive(wa.message_event(text="first", timestamp=base))
+    receive(wa.message_event(text="second", timestamp=base + 1))
+    states = list(UserMessage.objects.order_by("sent_at").values_list("state", flat=True))
+    assert states == [UserMessage.State.ANSWERED, UserMessage.State.QUEUED]
+    run_due_work()
+    assert sent_texts() == ["You said: first", "You said: second"]
+
+
+# --- crashes -----------------------------------------------------------------------------
+
+
+def test_worker_killed_after_storing_before_sending_resumes_without_mka1(
+    receive, mka1_calls: Calls, monkeypatch
+) -> None:
+    receive(wa.message_event(text="crash after store"), run=False)
+    message = the_message()
+
+    def killed(_message):
+        raise WorkerKilled
+
+    with monkeypatch.context() as patch:
+        patch.setattr(processing, "deliver", killed)
+        patch.setattr(processing, "lease_release", lambda *args: None)  # SIGKILL: no cleanup
+        with pytest.raises(WorkerKilled):
+            process_end_user.call_local(message.end_user_id)
+    message.refresh_from_db()
+    assert message.state == UserMessage.State.ANSWERED
+    assert sent_texts() == []
+    recover_unfinished.call_local()  # the dead worker's lease is still live: hands off
+    assert sent_texts() == []
+    run_due_work()  # the lease expires; recovery takes over
+    assert sent_texts() == ["You said: crash after store"]
+    assert len(response_creates(mka1_calls)) == 1
+    assert AuditEvent.objects.filter(action="responses.create").count() == 1
+
+
+def test_worker_killed_during_the_mka1_call_still_gives_exactly_one_reply(
+    receive, mka1_calls: Calls, monkeypatch
+) -> None:
+    receive(wa.message_event(text="crash mid-call"), run=False)
+    message = the_message()
+
+    def killed(**kwargs):
+        raise WorkerKilled  # MKA1 answered, but we died before storing it
+
+    with monkeypatch.context() as patch:
+        patch.setattr(processing, "turn_store", killed)
+        patch.setattr(processing, "lease_release", lambda *args: None)
+        with pytest.raises(WorkerKilled):
+            process_end_user.call_local(message.end_user_id)
+    assert the_message().state == UserMessage.State.QUEUED
+    run_due_work()
+    assert sent_texts() == ["You said: crash mid-call"]
+    assert Turn.objects.count() == 1
+    assert AuditEvent.objects.filter(action="responses.create").count() == 1
+    assert len(response_creates(mka1_calls)) == 2
+
+
+def test_a_lost_task_is_picked_up_by_recovery(receive) -> None:
+    receive(wa.message_event(text="lost"), run=False)  # the queue never ran it
+    assert recover_unfinished.call_local() == 1
+    assert sent_texts() == ["You said: lost"]
+    assert recover_unfinished.call_local() == 0
+
+
+# --- concurrency -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def threaded() -> Iterator[None]:
+    from django.db import connections
+
+    yield
+    connections.close_all()
+
+
+def _in_threads(count: int, target) -> list[BaseException]:
+    from django.db import connection
+
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(count)
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            target()
+        except BaseException as exc:  # reported to the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_webhook_delivered_concurrently_is_answered_once(mka1_calls: Calls) -> None:
+    payload = wa.webhook_payload([wa.message_event(text="concurrent")])
+    body = wa.encode(payload)
+    signature = wa.sign(body, "sandbox-not-secret")
+    statuses: list[int] = []
+
+    def deliver() -> None:
+        answer = Client().post(
+            "/whatsapp/webhook",
+            data=body,
+            content_type="application/json",
+            headers={"X-Hub-Signature-256": signature},
+        )
+        statuses.append(answer.status_code)
+
+    assert _in_threads(5, deliver) == []
+    assert statuses == [200] * 5
+    assert InboundMessage.objects.count() == 1
+    assert len(response_creates(mka1_calls)) == 1
+    assert sent_texts() == ["You said: concurrent"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_on_one_user_never_fork_the_chain(mka1_calls: Calls) -> None:
+    base = int(timezone.now().timestamp())
+    events = [wa.message_event(text=f"w{i}", timestamp=base + i) for i in range(4)]
+    from whatsapp.services import webhook_receive
+
+    webhook_receive(raw_body=b"{}", payload=wa.webhook_payload(events))
+    end_user_id = UserMessage.objects.get(text="w0").end_user_id
+    assert _in_threads(3, lambda: process_end_user.call_local(end_user_id)) == []
+    recover_unfinished.call_local()
+    assert sent_texts() == [f"You said: w{i}" for i in range(4)]
+    turns = list(Turn.objects.order_by("id"))
+    assert len(turns) == 4
+    for earlier, later in itertools.pairwise(turns):
+        assert later.previous_response_id == earlier.response_id
