@@ -39,3 +39,21 @@ def deliver(message: "UserMessage") -> None:
     except KeyError:
         raise DeliveryPermanentError(f"no delivery registered for {message.channel}") from None
     function(message)
+
+
+# Some replies carry a secret (a one-time sign-in link) that must reach the user but
+# never be stored: the stored reply holds a placeholder, expanded at each delivery.
+Expand = Callable[["UserMessage"], tuple[str, str]]
+_expanders: dict[str, Expand] = {}
+
+
+def reply_expander_register(kind: str, expand: Expand) -> None:
+    _expanders[kind] = expand
+
+
+def reply_for_delivery(message: "UserMessage") -> tuple[str, str]:
+    """(text to send, text safe to keep in our records) for an answered message."""
+    expand = _expanders.get(message.kind)
+    if expand is None:
+        return message.reply_text, message.reply_text
+    return expand(message)

@@ -96,8 +96,14 @@ WHATSAPP_FAILURE_REPLY: str = env.str(
     default="Sorry, something went wrong answering that. Please try again in a moment.",
 )
 
+# --- Web app ----------------------------------------------------------------------
 # The WhatsApp message that asks for a web sign-in link (case-insensitive).
 LOGIN_KEYWORD: str = env.str("LOGIN_KEYWORD", default="LOGIN")
+# Public base URL of the web app, used in the sign-in links sent over WhatsApp.
+SITE_URL: str = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+SIGNIN_LINK_MINUTES: int = env.int("SIGNIN_LINK_MINUTES", default=10)
+API_THROTTLE_READ: str = env.str("API_THROTTLE_READ", default="120/min")
+API_THROTTLE_SEND: str = env.str("API_THROTTLE_SEND", default="20/min")
 
 # --- Processing -------------------------------------------------------------------
 # A worker holds a per-user lease while it answers that user's messages; a crashed
@@ -140,6 +146,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "huey.contrib.djhuey",
     "multichannel.apps.MultichannelConfig",
     "multichannel.sandbox.apps.SandboxConfig",
@@ -218,7 +225,36 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["web.auth.EndUserSessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["web.auth.IsEndUser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {"read": API_THROTTLE_READ, "send": API_THROTTLE_SEND},
+    "UNAUTHENTICATED_USER": None,
 }
+SPECTACULAR_SETTINGS: dict[str, Any] = {
+    "TITLE": "Multichannel API",
+    "DESCRIPTION": "The web channel: a signed-in end user's stored MKA1 responses and thread.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+}
+
+# Throttle counters and other short-lived state: Redis when there is one (shared by
+# every web machine), process memory otherwise.
+CACHES: dict[str, Any] = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=14 * 24 * 3600)
 
 LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
 LOGGING: dict[str, Any] = {

@@ -1,10 +1,13 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("whatsapp/", include("whatsapp.urls")),
+    path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
+    path("", include("web.urls")),
 ]
 
 if settings.SANDBOX:

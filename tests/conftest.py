@@ -2,6 +2,7 @@
 sandbox; nothing here talks to the internet."""
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,6 +31,15 @@ def _fresh_clients() -> Iterator[None]:
     graph_client.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def no_backoff_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Retry back-off is recorded instead of slept: tests drive time explicitly."""
+    slept: list[float] = []
+    monkeypatch.setattr(mka1.client(), "_sleep", slept.append)
+    monkeypatch.setattr(graph_client(), "_sleep", slept.append)
+    return slept
+
+
 @pytest.fixture
 def end_user(db: None) -> EndUser:
     return end_user_create()
@@ -40,9 +50,7 @@ def post_webhook(client: Client) -> PostWebhook:
     """POST a payload to the webhook, signed with the app secret unless told otherwise
     (`signature=""` sends no signature header at all)."""
 
-    def post(
-        payload: Any = None, *, signature: str | None = None, raw: bytes | None = None
-    ) -> Any:
+    def post(payload: Any = None, *, signature: str | None = None, raw: bytes | None = None) -> Any:
         body = raw if raw is not None else wa.encode(payload)
         if signature is None:
             signature = wa.sign(body, settings.WHATSAPP_APP_SECRET)
@@ -78,3 +86,42 @@ def sent_texts(recipient: str | None = None) -> list[str]:
     if recipient is not None:
         sent = sent.filter(recipient=recipient)
     return [message.body["text"]["body"] for message in sent]
+
+
+@pytest.fixture
+def whatsapp_says(post_webhook: PostWebhook, django_capture_on_commit_callbacks: Any) -> Any:
+    """A user sends a WhatsApp text; the queued work runs (Huey immediate mode).
+    Returns the stored UserMessage."""
+    from multichannel.models import UserMessage
+
+    def say(text: str, *, wa_id: str = "15551234567", run: bool = True) -> UserMessage:
+        event = wa.message_event(wa_id=wa_id, text=text)
+        with django_capture_on_commit_callbacks(execute=run):
+            assert post_webhook(wa.webhook_payload([event])).status_code == 200
+        return UserMessage.objects.get(external_id=event["message"]["id"])
+
+    return say
+
+
+@pytest.fixture
+def web_client(db: None) -> Callable[[EndUser], Client]:
+    """A browser session signed in as the given end user."""
+
+    def signed_in(end_user: EndUser, **kwargs: Any) -> Client:
+        browser = Client(**kwargs)
+        session = browser.session
+        session["end_user_id"] = end_user.pk
+        session.save()
+        return browser
+
+    return signed_in
+
+
+def need(available: bool, reason: str) -> None:
+    """Skip a test whose service or tool is missing, except in CI (CI=true), where
+    everything must run: a skipped test there is a failure."""
+    if available:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)

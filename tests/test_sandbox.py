@@ -158,11 +158,15 @@ def test_response_without_a_conversation_is_an_sdk_response_object(client: Clien
 
 
 def test_retrieved_response_is_byte_identical_to_the_created_one(
-    client: Client, turn: "Answer"
+    client: Client, conversation: dict[str, Any]
 ) -> None:
-    answer = get(client, f"/responses/{turn.json()['id']}")
+    # Non-ASCII text, so a re-encoding on the way out (escaping, spacing) would show.
+    created = respond(client, conversation["id"], "¿Qué tal? 你好 ✓")
+    assert created.status_code == 200
+    answer = get(client, f"/responses/{created.json()['id']}")
     assert answer.status_code == 200
-    assert answer.content == turn.content
+    assert answer.content == created.content
+    assert "✓".encode() in answer.content
     ResponseObject.model_validate_json(answer.content)
 
 

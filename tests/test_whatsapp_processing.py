@@ -20,7 +20,6 @@ from multichannel.sandbox.models import SandboxGraphMessage
 from multichannel.sandbox.transport import InProcessAdapter
 from multichannel.tasks import process_end_user, recover_unfinished
 from tests.conftest import Calls, PostWebhook, response_creates, sent_texts
-from whatsapp.graph import graph_client
 from whatsapp.models import InboundMessage, OutboundMessage
 
 pytestmark = pytest.mark.django_db
@@ -28,14 +27,6 @@ pytestmark = pytest.mark.django_db
 
 class WorkerKilled(BaseException):
     """Stands in for SIGKILL: not an Exception, so nothing on the way catches it."""
-
-
-@pytest.fixture(autouse=True)
-def no_backoff_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    slept: list[float] = []
-    monkeypatch.setattr(mka1.client(), "_sleep", slept.append)
-    monkeypatch.setattr(graph_client(), "_sleep", slept.append)
-    return slept
 
 
 @pytest.fixture

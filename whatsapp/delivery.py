@@ -4,7 +4,11 @@ never sent again, so a retry after a crash or a transient failure resumes where 
 
 import logging
 
-from multichannel.channels import DeliveryPermanentError, DeliveryTransientError
+from multichannel.channels import (
+    DeliveryPermanentError,
+    DeliveryTransientError,
+    reply_for_delivery,
+)
 from multichannel.models import UserMessage
 from whatsapp.graph import GraphError, graph_client, split_message
 from whatsapp.models import InboundMessage, OutboundMessage
@@ -27,7 +31,10 @@ def whatsapp_deliver(message: UserMessage) -> None:
     to = identity.wa_id
     recipient = None if to else identity.bsuid
     address = to or recipient or ""
-    for part, text in enumerate(split_message(message.reply_text)):
+    text_to_send, text_to_keep = reply_for_delivery(message)
+    kept_parts = split_message(text_to_keep)
+    for part, text in enumerate(split_message(text_to_send)):
+        kept = kept_parts[part] if part < len(kept_parts) else ""
         if OutboundMessage.objects.filter(
             user_message=message, part=part, wamid__isnull=False
         ).exists():
@@ -42,7 +49,7 @@ def whatsapp_deliver(message: UserMessage) -> None:
                 part=part,
                 defaults={
                     "recipient": address,
-                    "text": text,
+                    "text": kept,
                     "status": OutboundMessage.Status.FAILED,
                     "errors": [exc.body] if exc.body is not None else [str(exc)],
                 },
@@ -51,5 +58,5 @@ def whatsapp_deliver(message: UserMessage) -> None:
         OutboundMessage.objects.update_or_create(
             user_message=message,
             part=part,
-            defaults={"recipient": address, "text": text, "wamid": wamid},
+            defaults={"recipient": address, "text": kept, "wamid": wamid},
         )

@@ -1,0 +1,119 @@
+"""The seed guide's two-channel scenario, end to end, in a real browser (headless
+Chromium driven by Playwright) against a live server running on the sandbox."""
+
+import json
+import os
+import re
+import shutil
+from io import StringIO
+from pathlib import Path
+
+import pytest
+import requests
+from django.core.management import call_command
+
+from multichannel.sandbox import whatsapp as wa
+from multichannel.sandbox.models import SandboxGraphMessage
+from tests.conftest import need
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+# Flags for a sandboxed machine with no network beyond localhost (see docs/testing.md).
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PHONE = "15551230000"
+
+
+def whatsapp_send(base_url: str, text: str) -> None:
+    body = wa.encode(wa.webhook_payload([wa.message_event(wa_id=PHONE, text=text)]))
+    answer = requests.post(
+        f"{base_url}/whatsapp/webhook",
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "X-Hub-Signature-256": wa.sign(body, "sandbox-not-secret"),
+        },
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def last_reply() -> str:
+    sent = SandboxGraphMessage.objects.filter(kind="text", recipient=PHONE).last()
+    assert sent is not None
+    return str(sent.body["text"]["body"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_channel_scenario_in_a_real_browser(live_server, settings, monkeypatch) -> None:
+    need(shutil.which(CHROMIUM) is not None or Path(CHROMIUM).exists(), f"{CHROMIUM} missing")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    # Playwright's sync API runs an event loop in this thread; our ORM calls here are
+    # ordinary blocking calls between its steps.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    settings.SITE_URL = live_server.url
+
+    # Channel one: a WhatsApp text, answered through MKA1 (sandbox).
+    whatsapp_send(live_server.url, "What is the capital of France?")
+    assert last_reply() == "You said: What is the capital of France?"
+    # The same person asks for a web sign-in link on WhatsApp.
+    whatsapp_send(live_server.url, "LOGIN")
+    link = re.search(r"http://\S+/signin/\S+", last_reply())
+    assert link, last_reply()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 420, "height": 900})  # a phone screen
+            page.goto(link[0])
+            page.click("#continue")
+            # Channel two: the thread shows the WhatsApp turn with its response id.
+            first = page.locator(".turn").first
+            sync_api.expect(first.locator(".badge.whatsapp")).to_be_visible()
+            sync_api.expect(first).to_contain_text("You said: What is the capital of France?")
+            response_id = first.locator("[data-response-id]").get_attribute("data-response-id")
+            assert response_id
+            assert response_id.startswith("resp_")
+            # Open the stored response by id (GET /api/multichannel/<id>).
+            first.locator("[data-response-id]").click()
+            sync_api.expect(page.locator("#response-json")).to_contain_text(response_id)
+            record = json.loads(page.locator("#response-json").inner_text())
+            assert record["response_id"] == response_id
+            # Continue the conversation on the web.
+            page.fill("#text", "And what about Spain?")
+            page.click("#send button")
+            web_turn = page.locator(".turn").last
+            sync_api.expect(web_turn.locator(".badge.webapp")).to_be_visible()
+            sync_api.expect(web_turn).to_contain_text("You said: And what about Spain?")
+            sync_api.expect(page.locator("#send-status")).to_be_empty()
+            sync_api.expect(page.locator(".turn").nth(1)).to_contain_text("sent on WhatsApp")
+            page.screenshot(path=str(ARTIFACTS / "web-flow.png"), full_page=True)
+        finally:
+            browser.close()
+
+    # The unified audit stream holds both channels' evidence for the same ids.
+    out = StringIO()
+    call_command("export_audit", stdout=out)
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    create = next(
+        e for e in events if e["action"] == "responses.create" and e["response_id"] == response_id
+    )
+    get = next(e for e in events if e["action"] == "responses.get")
+    assert (create["channel"], get["channel"]) == ("whatsapp", "webapp")
+    for key in ("end_user_id", "response_id", "conversation_id"):
+        assert create[key] == get[key], key
+    assert get["full_response"] == create["full_response"]
+    web_create = [
+        e for e in events if e["action"] == "responses.create" and e["channel"] == "webapp"
+    ]
+    assert web_create
+    assert web_create[0]["previous_response_id"] == response_id

@@ -1,0 +1,95 @@
+"""End users sign in on the web through a one-time link; their session carries only
+their end user id. They are not Django users, so an end-user session can never reach
+the admin, which requires a staff account."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.http import HttpRequest
+from rest_framework.authentication import BaseAuthentication, CSRFCheck
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.throttling import SimpleRateThrottle
+
+from multichannel.models import EndUser
+
+SESSION_KEY = "end_user_id"
+
+
+@dataclass(frozen=True)
+class EndUserPrincipal:
+    end_user: EndUser
+    is_authenticated: bool = True
+
+    @property
+    def pk(self) -> str:
+        return self.end_user.pk
+
+
+def end_user_sign_in(request: HttpRequest, end_user: EndUser) -> None:
+    # A fresh session: nothing from before (a staff login included) survives, and the
+    # session id changes, so a planted id cannot be used (session fixation).
+    request.session.flush()
+    request.session[SESSION_KEY] = end_user.pk
+
+
+def end_user_sign_out(request: HttpRequest) -> None:
+    request.session.flush()
+
+
+def session_end_user(request: HttpRequest) -> EndUser | None:
+    end_user_id = request.session.get(SESSION_KEY)
+    if not end_user_id:
+        return None
+    return EndUser.objects.filter(pk=end_user_id).first()
+
+
+class EndUserSessionAuthentication(BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[EndUserPrincipal, None] | None:
+        end_user = session_end_user(request._request)
+        if end_user is None:
+            return None
+        self._enforce_csrf(request)
+        return EndUserPrincipal(end_user), None
+
+    def authenticate_header(self, request: Request) -> str:
+        return "Session"  # makes DRF answer 401, not 403, when nobody is signed in
+
+    def _enforce_csrf(self, request: Request) -> None:
+        def dummy_get_response(request: HttpRequest) -> Any:
+            return None
+
+        check = CSRFCheck(dummy_get_response)
+        check.process_request(request._request)
+        reason = check.process_view(request._request, dummy_get_response, (), {})
+        if reason:
+            raise PermissionDenied(f"CSRF Failed: {reason}")
+
+
+class IsEndUser(BasePermission):
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.user, EndUserPrincipal)
+
+
+def principal(request: Request) -> EndUser:
+    user = request.user
+    assert isinstance(user, EndUserPrincipal)
+    return user.end_user
+
+
+class EndUserThrottle(SimpleRateThrottle):
+    """Rate limits per signed-in end user (scope set by each view)."""
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        if not isinstance(request.user, EndUserPrincipal):
+            return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+        return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
+
+
+class ReadThrottle(EndUserThrottle):
+    scope = "read"
+
+
+class SendThrottle(EndUserThrottle):
+    scope = "send"

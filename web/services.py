@@ -1,0 +1,166 @@
+"""Write paths of the web channel: sign-in links, retrievals, messages from the page."""
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_event_record
+from multichannel.mka1 import Mka1Object, client, is_response_id
+from multichannel.models import Channel, EndUser, UserMessage
+from multichannel.selectors import conversation_of_end_user, turn_of_end_user
+from multichannel.services import response_conversation_id
+from multichannel.tasks import process_end_user_on_commit
+from web.models import SignInLink
+
+LINK_PLACEHOLDER = "{sign_in_link}"
+MESSAGE_MAX_CHARS = 4096
+
+
+class NotFoundError(Exception):
+    """Unknown, or not this user's: the same answer either way, so ids cannot be probed."""
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def sign_in_reply(message: UserMessage) -> str:
+    """What is stored as the reply to LOGIN: the link itself is only filled in when the
+    reply is sent (see `sign_in_link_expand`), so no usable token is ever stored."""
+    return (
+        f"Open this link to continue on the web: {LINK_PLACEHOLDER}\n"
+        f"It works once and expires in {settings.SIGNIN_LINK_MINUTES} minutes."
+    )
+
+
+def sign_in_link_issue(*, end_user: EndUser, requested_by: str = "") -> tuple[SignInLink, str]:
+    """A new one-time link for this end user; returns the row and the URL to send."""
+    token = secrets.token_urlsafe(32)
+    with transaction.atomic():
+        if requested_by:
+            # A resend replaces the earlier link for the same request.
+            SignInLink.objects.filter(
+                end_user=end_user, requested_by=requested_by, used_at__isnull=True
+            ).update(expires_at=timezone.now())
+        link = SignInLink.objects.create(
+            token_hash=_token_hash(token),
+            end_user=end_user,
+            expires_at=timezone.now() + timedelta(minutes=settings.SIGNIN_LINK_MINUTES),
+            requested_by=requested_by,
+        )
+        audit_event_record(
+            channel=Channel.WHATSAPP,
+            action="signin.link_issued",
+            end_user_id=end_user.pk,
+            context={
+                "link_id": link.pk,
+                "expires_at": link.expires_at.isoformat(),
+                "whatsapp_message_id": requested_by,
+            },
+        )
+    return link, f"{settings.SITE_URL}/signin/{token}"
+
+
+def sign_in_link_expand(message: UserMessage) -> tuple[str, str]:
+    _, url = sign_in_link_issue(end_user=message.end_user, requested_by=message.external_id)
+    return (
+        message.reply_text.replace(LINK_PLACEHOLDER, url),
+        message.reply_text.replace(LINK_PLACEHOLDER, "[one-time sign-in link]"),
+    )
+
+
+def reply_for_display(message: UserMessage) -> str:
+    return message.reply_text.replace(LINK_PLACEHOLDER, "(a one-time link, sent on WhatsApp)")
+
+
+def sign_in_link_redeem(*, token: str) -> EndUser | None:
+    """The end user the link signs in, marking it used; None if it is unknown, used or
+    expired. Two clicks racing each other: exactly one wins."""
+    now = timezone.now()
+    with transaction.atomic():
+        link = SignInLink.objects.filter(token_hash=_token_hash(token)).first()
+        if link is None:
+            return None
+        claimed = SignInLink.objects.filter(
+            pk=link.pk, used_at__isnull=True, expires_at__gt=now
+        ).update(used_at=now)
+        if not claimed:
+            return None
+        audit_event_record(
+            channel=Channel.WEBAPP,
+            action="signin.link_used",
+            end_user_id=link.end_user_id,
+            context={"link_id": link.pk},
+        )
+    return link.end_user
+
+
+def response_retrieve(*, end_user: EndUser, response_id: str) -> Mka1Object:
+    """The stored MKA1 response, fetched again with the same key and end user id, and
+    the retrieval audited (the seed guide's channel-two evidence point)."""
+    if not is_response_id(response_id):
+        raise ValueError("response id must match ^resp[-_][a-zA-Z0-9]+$")
+    turn = turn_of_end_user(end_user=end_user, response_id=response_id)
+    if turn is None:
+        raise NotFoundError(response_id)
+    mka1 = client()
+    response = mka1.get_response(end_user.pk, response_id)
+    audit_event_record(
+        channel=Channel.WEBAPP,
+        action="responses.get",
+        end_user_id=end_user.pk,
+        response_id=response.id or response_id,
+        conversation_id=response_conversation_id(response.data)
+        or turn.conversation.mka1_conversation_id,
+        previous_response_id=response.data.get("previous_response_id"),
+        full_response=response,
+        api_key_fingerprint=mka1.key_fingerprint,
+    )
+    return response
+
+
+def conversation_item_retrieve(*, end_user: EndUser, item_id: str) -> tuple[str, Mka1Object]:
+    conversation = conversation_of_end_user(end_user=end_user)
+    if conversation is None:
+        raise NotFoundError(item_id)
+    mka1 = client()
+    item = mka1.get_conversation_item(end_user.pk, conversation.mka1_conversation_id, item_id)
+    response_id: Any = item.data.get("response_id")
+    audit_event_record(
+        channel=Channel.WEBAPP,
+        action="conversations.items.get",
+        end_user_id=end_user.pk,
+        response_id=response_id if isinstance(response_id, str) else None,
+        conversation_id=conversation.mka1_conversation_id,
+        full_response=item,
+        api_key_fingerprint=mka1.key_fingerprint,
+    )
+    return conversation.mka1_conversation_id, item
+
+
+def web_message_send(*, end_user: EndUser, text: str) -> UserMessage:
+    """A message typed on the page: queued on the same per-user path as WhatsApp."""
+    text = text.strip()
+    if not text:
+        raise ValueError("message is empty")
+    if len(text) > MESSAGE_MAX_CHARS:
+        raise ValueError(f"message is longer than {MESSAGE_MAX_CHARS} characters")
+    with transaction.atomic():
+        message = UserMessage.objects.create(
+            end_user=end_user,
+            channel=Channel.WEBAPP,
+            kind=UserMessage.Kind.TEXT,
+            text=text,
+            sent_at=timezone.now(),
+        )
+        process_end_user_on_commit(end_user.pk)
+    return message
+
+
+def web_deliver(message: UserMessage) -> None:
+    """The page polls for the stored reply; nothing to push."""
