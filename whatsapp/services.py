@@ -30,25 +30,28 @@ def identity_resolve(*, wa_id: str | None, bsuid: str | None) -> WhatsAppIdentit
         match |= Q(wa_id=wa_id)
     if bsuid:
         match |= Q(bsuid=bsuid)
-    identity = WhatsAppIdentity.objects.select_for_update().filter(match).first()
-    if identity is None:
-        try:
-            with transaction.atomic():
-                return WhatsAppIdentity.objects.create(
-                    end_user=EndUser.objects.create(), wa_id=wa_id or None, bsuid=bsuid or None
-                )
-        except IntegrityError:
-            # A concurrent delivery created the same sender first.
-            identity = WhatsAppIdentity.objects.get(match)
-    changed = []
-    if wa_id and identity.wa_id is None:
-        identity.wa_id = wa_id
-        changed.append("wa_id")
-    if bsuid and identity.bsuid is None:
-        identity.bsuid = bsuid
-        changed.append("bsuid")
-    if changed:
-        identity.save(update_fields=[*changed, "updated_at"])
+    with transaction.atomic():
+        identity = WhatsAppIdentity.objects.select_for_update().filter(match).first()
+        if identity is None:
+            try:
+                with transaction.atomic():
+                    return WhatsAppIdentity.objects.create(
+                        end_user=EndUser.objects.create(),
+                        wa_id=wa_id or None,
+                        bsuid=bsuid or None,
+                    )
+            except IntegrityError:
+                # A concurrent delivery created the same sender first.
+                identity = WhatsAppIdentity.objects.select_for_update().get(match)
+        changed = []
+        if wa_id and identity.wa_id is None:
+            identity.wa_id = wa_id
+            changed.append("wa_id")
+        if bsuid and identity.bsuid is None:
+            identity.bsuid = bsuid
+            changed.append("bsuid")
+        if changed:
+            identity.save(update_fields=[*changed, "updated_at"])
     return identity
 
 

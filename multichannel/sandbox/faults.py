@@ -1,6 +1,7 @@
 """Telling the sandbox to misbehave: planned failures and delays, shared across
 processes through the database (the web server and the worker see the same plan)."""
 
+import json
 from typing import Any
 
 from django.db import transaction
@@ -36,7 +37,7 @@ def fault_inject(
         status=status,
         delay_ms=delay_ms,
         remaining=times,
-        body=body,
+        body=None if body is None else json.dumps(body, separators=(",", ":")),
         headers=headers or {},
     )
 

@@ -41,7 +41,7 @@ def messages(request: HttpRequest, version: str, phone_number_id: str) -> HttpRe
         return _error(401, 190, "Invalid OAuth access token")
     fault = fault_take("graph.messages")
     if fault is not None and fault.status:
-        body = fault.body or {"error": {"message": "Injected failure", "code": 131000}}
+        body = fault.payload or {"error": {"message": "Injected failure", "code": 131000}}
         return _json(body, fault.status)
     try:
         body = json.loads(request.body)

@@ -66,7 +66,7 @@ def mka1_endpoint(name: str) -> Callable[[View], View]:
                     time.sleep(fault.delay_ms / 1000)
                 if fault.status:
                     return _json(
-                        fault.body
+                        fault.payload
                         if fault.body is not None
                         else {"error": {"message": "Injected failure", "type": "server_error"}},
                         fault.status,

@@ -1,6 +1,9 @@
 """State of the local MKA1 stand-in. Kept in the database so the web process and the
 queue worker see the same conversations and stored responses."""
 
+import json
+from typing import Any
+
 from django.db import models
 
 
@@ -54,7 +57,8 @@ class SandboxFault(models.Model):
     endpoint = models.CharField(max_length=64, help_text="e.g. responses.create, or * for all")
     status = models.PositiveSmallIntegerField(null=True, blank=True)
     delay_ms = models.PositiveIntegerField(default=0)
-    body = models.JSONField(null=True, blank=True)
+    # JSON text, not a JSON column: the answer keeps the key order it was given.
+    body = models.TextField(null=True, blank=True)
     headers = models.JSONField(default=dict, blank=True)
     remaining = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -64,6 +68,10 @@ class SandboxFault(models.Model):
 
     def __str__(self) -> str:
         return f"{self.endpoint} -> {self.status} x{self.remaining}"
+
+    @property
+    def payload(self) -> Any:
+        return None if self.body is None else json.loads(self.body)
 
 
 class SandboxGraphMessage(models.Model):
