@@ -53,6 +53,30 @@ def check_settings(
             errors.append(
                 Error(f"{name} must be a positive number of seconds.", id="multichannel.E005")
             )
+    if not settings.SANDBOX:
+        for name in (
+            "WHATSAPP_VERIFY_TOKEN",
+            "WHATSAPP_APP_SECRET",
+            "WHATSAPP_TOKEN",
+            "WHATSAPP_PHONE_NUMBER_ID",
+        ):
+            if not getattr(settings, name):
+                errors.append(
+                    Error(
+                        f"{name} is not set.",
+                        hint="The WhatsApp channel needs it; see README, "
+                        "'Pointing it at a real WhatsApp number'.",
+                        id="multichannel.E010",
+                    )
+                )
+    if settings.HUEY.get("immediate") and not settings.DEBUG:
+        errors.append(
+            Error(
+                "HUEY_IMMEDIATE is on while DEBUG is off.",
+                hint="Tasks would run inside the webhook request; leave HUEY_IMMEDIATE unset.",
+                id="multichannel.E011",
+            )
+        )
     if settings.MKA1_MAX_RETRIES < 0:
         errors.append(Error("MKA1_MAX_RETRIES must be zero or more.", id="multichannel.E006"))
     return errors

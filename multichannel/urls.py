@@ -3,7 +3,10 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from multichannel.health import healthz
+
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("whatsapp/", include("whatsapp.urls")),
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),

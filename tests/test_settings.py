@@ -26,7 +26,21 @@ def run_manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPr
     )
 
 
-_APP_VARS = {"SECRET_KEY", "DEBUG", "MKA1_API_KEY", "SANDBOX", "MKA1_BASE_URL", "MKA1_CHAIN_MODE"}
+_APP_VARS = {
+    "SECRET_KEY",
+    "DEBUG",
+    "MKA1_API_KEY",
+    "SANDBOX",
+    "MKA1_BASE_URL",
+    "MKA1_CHAIN_MODE",
+    "SECURE_SSL_REDIRECT",
+    "LOG_FORMAT",
+    "HUEY_IMMEDIATE",
+    "WHATSAPP_VERIFY_TOKEN",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_TOKEN",
+    "WHATSAPP_PHONE_NUMBER_ID",
+}
 
 
 def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
@@ -61,6 +75,10 @@ def test_production_with_both_secrets_passes_the_checks(tmp_path: Path) -> None:
         SECRET_KEY="test-" + "x" * 50,
         MKA1_API_KEY="test-key-not-real",
         ALLOWED_HOSTS="example.test",
+        WHATSAPP_VERIFY_TOKEN="test-verify",
+        WHATSAPP_APP_SECRET="test-secret",
+        WHATSAPP_TOKEN="test-token",
+        WHATSAPP_PHONE_NUMBER_ID="123",
     )
     assert result.returncode == 0, result.stderr
 

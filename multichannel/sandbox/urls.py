@@ -1,12 +1,13 @@
 from django.urls import path
 
-from multichannel.sandbox import graph_views, mka1_views
+from multichannel.sandbox import graph_views, mka1_views, phone_views
 
 app_name = "sandbox"
 
 _llm = "mka1/api/v1/llm"
 
 urlpatterns = [
+    path("whatsapp/", phone_views.phone, name="phone"),
     path(f"{_llm}/conversations", mka1_views.conversations_create, name="mka1-conversations"),
     path(f"{_llm}/responses", mka1_views.responses_create, name="mka1-responses"),
     path(
