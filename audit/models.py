@@ -30,7 +30,12 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
         raise AppendOnlyError("audit events cannot be updated")
 
 
+GENESIS_HASH = "0" * 64
+
+
 class AuditEvent(models.Model):
+    # Position in the hash chain: 1, 2, 3, ... with no gaps, assigned under a lock.
+    sequence = models.BigIntegerField(unique=True)
     timestamp = models.DateTimeField(db_index=True)
     channel = models.CharField(max_length=32)
     action = models.CharField(max_length=64)
@@ -46,11 +51,17 @@ class AuditEvent(models.Model):
     api_key_fingerprint = models.CharField(max_length=64, blank=True)
     # Extra context, such as the WhatsApp message id that caused the call.
     context = models.JSONField(default=dict, blank=True)
+    # Tamper evidence: a digest of this event's content, and a hash chaining it to the
+    # previous event. The chain covers the digest, not the content, so a future audited
+    # erasure can blank personal data and still leave the chain verifiable.
+    content_digest = models.CharField(max_length=64)
+    previous_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
 
     objects = AuditEventQuerySet.as_manager()
 
     class Meta:
-        ordering = ["timestamp", "id"]
+        ordering = ["sequence"]
         indexes = [
             models.Index(fields=["end_user_id", "timestamp"], name="audit_user_time"),
             models.Index(fields=["channel", "action"], name="audit_channel_action"),
@@ -66,3 +77,15 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise AppendOnlyError("audit events cannot be deleted")
+
+
+class AuditChainHead(models.Model):
+    """The last link of the chain: one row, locked by every writer, so two workers
+    recording at once can never fork the chain or reuse a sequence number."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    sequence = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default=GENESIS_HASH)
+
+    def __str__(self) -> str:
+        return f"audit chain head at {self.sequence}"

@@ -18,7 +18,7 @@ class AuditFilter:
 
 
 def audit_events_filter(criteria: AuditFilter) -> QuerySet[AuditEvent]:
-    """Events matching every given criterion, oldest first; `until` is exclusive."""
+    """Events matching every given criterion, in chain order; `until` is exclusive."""
     events = AuditEvent.objects.all()
     if criteria.since is not None:
         events = events.filter(timestamp__gte=criteria.since)
@@ -34,4 +34,4 @@ def audit_events_filter(criteria: AuditFilter) -> QuerySet[AuditEvent]:
         events = events.filter(channel=criteria.channel)
     if criteria.action:
         events = events.filter(action=criteria.action)
-    return events.order_by("timestamp", "id")
+    return events.order_by("sequence")

@@ -6,9 +6,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from audit.models import AuditEvent
+from audit.integrity import canonical_context, chain_hash, content_digest
+from audit.jsonl import format_timestamp
+from audit.models import AuditChainHead, AuditEvent
 from multichannel.mka1 import Mka1Object
 
 
@@ -58,20 +61,63 @@ def audit_event_record(
     context: Mapping[str, Any] | None = None,
     timestamp: datetime | None = None,
 ) -> AuditEvent:
+    """Append one event to the ledger and the hash chain.
+
+    Runs in its own (possibly nested) transaction and holds the chain head's row lock
+    until the outermost transaction commits, so concurrent writers line up one after
+    the other: each takes the next sequence number and chains to the hash before it.
+    """
     if not end_user_id:
         raise ValueError("an audit event needs the end user id")
-    event = AuditEvent(
-        timestamp=_millis(timestamp or timezone.now()),
-        channel=channel,
-        action=action,
-        end_user_id=end_user_id,
-        response_id=response_id,
-        conversation_id=conversation_id,
-        previous_response_id=previous_response_id,
-        full_response=full_response_text(full_response),
-        api_key_fingerprint=api_key_fingerprint,
-        context=dict(context or {}),
-    )
-    event._recording = True  # type: ignore[attr-defined]
-    event.save(force_insert=True)
+    text = full_response_text(full_response)
+    context_value = json.loads(canonical_context(context))  # JSON-safe, or refuse now
+    with transaction.atomic():
+        head = _locked_head()
+        # Taken under the lock, so timestamps follow the chain order.
+        moment = _millis(timestamp or timezone.now())
+        sequence = head.sequence + 1
+        digest = content_digest(
+            timestamp=format_timestamp(moment),
+            channel=channel,
+            action=action,
+            end_user_id=end_user_id,
+            response_id=response_id,
+            conversation_id=conversation_id,
+            previous_response_id=previous_response_id,
+            full_response=text,
+            api_key_fingerprint=api_key_fingerprint,
+            context=context_value,
+        )
+        link = chain_hash(sequence=sequence, previous_hash=head.hash, digest=digest)
+        event = AuditEvent(
+            sequence=sequence,
+            timestamp=moment,
+            channel=channel,
+            action=action,
+            end_user_id=end_user_id,
+            response_id=response_id,
+            conversation_id=conversation_id,
+            previous_response_id=previous_response_id,
+            full_response=text,
+            api_key_fingerprint=api_key_fingerprint,
+            context=context_value,
+            content_digest=digest,
+            previous_hash=head.hash,
+            hash=link,
+        )
+        event._recording = True  # type: ignore[attr-defined]
+        event.save(force_insert=True)
+        AuditChainHead.objects.filter(pk=head.pk).update(sequence=sequence, hash=link)
     return event
+
+
+def _locked_head() -> AuditChainHead:
+    head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
+    if head is not None:
+        return head
+    try:
+        with transaction.atomic():
+            AuditChainHead.objects.create(pk=1)
+    except IntegrityError:
+        pass  # a concurrent writer created it first
+    return AuditChainHead.objects.select_for_update().get(pk=1)

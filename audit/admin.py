@@ -1,0 +1,176 @@
+"""The auditors' view of the ledger: browse, filter, follow a response or a conversation
+across channels, check the evidence, download JSONL. Nobody, superusers included, can
+add, change or delete an event here."""
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+
+from audit.evidence import CONDITIONS, LABELS, cross_channel_pairs
+from audit.jsonl import SEED_KEYS, values_line
+from audit.models import AuditEvent
+from multichannel.admin import ReadOnlyAdmin
+
+
+def jsonl_download(events: QuerySet[AuditEvent], filename: str) -> StreamingHttpResponse:
+    """The same bytes `export_audit` writes for this selection, streamed."""
+
+    def lines() -> Iterator[bytes]:
+        rows = events.order_by("sequence").values_list(*SEED_KEYS)
+        for row in rows.iterator(chunk_size=2000):
+            yield (values_line(row) + "\n").encode()
+
+    response = StreamingHttpResponse(lines(), content_type="application/x-ndjson; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def _filename() -> str:
+    return f"audit-{timezone.now():%Y%m%dT%H%M%SZ}.jsonl"
+
+
+DETAIL_FIELDS = (
+    "sequence",
+    "timestamp",
+    "channel",
+    "action",
+    "end_user_id",
+    "response_id",
+    "conversation_id",
+    "previous_response_id",
+    "api_key_fingerprint",
+    "related",
+    "context_pretty",
+    "full_response_pretty",
+    "content_digest",
+    "previous_hash",
+    "hash",
+)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = [
+        "sequence",
+        "timestamp",
+        "channel",
+        "action",
+        "end_user_id",
+        "response_id",
+        "conversation_id",
+    ]
+    list_filter = ["channel", "action"]
+    date_hierarchy = "timestamp"
+    search_fields = [
+        "=end_user_id",
+        "=response_id",
+        "=conversation_id",
+        "=previous_response_id",
+        "=api_key_fingerprint",
+        "=hash",
+    ]
+    ordering = ["-sequence"]
+    actions = ["download_selected_jsonl"]
+    list_per_page = 100
+    show_full_result_count = False  # no COUNT(*) over a large ledger on every page
+    fields = DETAIL_FIELDS
+    readonly_fields = DETAIL_FIELDS
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        # Django hides actions from users without change/delete rights; auditors may
+        # still download what they can see.
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            del actions["delete_selected"]
+        return actions
+
+    @admin.action(description="Download selected events as JSONL", permissions=["view"])
+    def download_selected_jsonl(
+        self, request: HttpRequest, queryset: QuerySet[AuditEvent]
+    ) -> StreamingHttpResponse:
+        return jsonl_download(queryset, _filename())
+
+    @admin.display(description="Full response")
+    def full_response_pretty(self, event: AuditEvent) -> SafeString:
+        try:
+            pretty = json.dumps(json.loads(event.full_response), indent=2, ensure_ascii=False)
+        except ValueError:
+            pretty = event.full_response
+        return format_html('<pre style="white-space: pre-wrap">{}</pre>', pretty)
+
+    @admin.display(description="Context")
+    def context_pretty(self, event: AuditEvent) -> SafeString:
+        return format_html("<pre>{}</pre>", json.dumps(event.context, indent=2, ensure_ascii=False))
+
+    @admin.display(description="Related events")
+    def related(self, event: AuditEvent) -> SafeString:
+        changelist = reverse("admin:audit_auditevent_changelist")
+        links = []
+        if event.response_id:
+            links.append(
+                (f"{changelist}?{urlencode({'response_id': event.response_id})}",
+                 f"every event of response {event.response_id}")
+            )  # fmt: skip
+        if event.conversation_id:
+            links.append(
+                (f"{changelist}?{urlencode({'conversation_id': event.conversation_id})}",
+                 f"every event of conversation {event.conversation_id}")
+            )  # fmt: skip
+        links.append(
+            (f"{changelist}?{urlencode({'end_user_id': event.end_user_id})}",
+             f"every event of end user {event.end_user_id}")
+        )  # fmt: skip
+        if event.response_id:
+            evidence = reverse("admin:audit_auditevent_evidence")
+            links.append(
+                (f"{evidence}?{urlencode({'response_id': event.response_id})}",
+                 "cross-channel evidence for this response")
+            )  # fmt: skip
+        return format_html_join(mark_safe("<br>"), '<a href="{}">{}</a>', links)
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("export/", wrap(self.export_view), name="audit_auditevent_export"),
+            path("evidence/", wrap(self.evidence_view), name="audit_auditevent_evidence"),
+            *super().get_urls(),
+        ]
+
+    def export_view(self, request: HttpRequest) -> HttpResponseBase:
+        """The current filtered selection of the change list, as JSONL."""
+        if not self.has_view_permission(request):
+            return HttpResponse(status=403)
+        changelist = self.get_changelist_instance(request)
+        return jsonl_download(changelist.get_queryset(request), _filename())
+
+    def evidence_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            return HttpResponse(status=403)
+        response_id = request.GET.get("response_id") or None
+        pairs = list(cross_channel_pairs(response_id=response_id))
+        rows = [
+            {
+                "pair": pair,
+                "conditions": [(LABELS[name], pair.checks[name]) for name in CONDITIONS],
+            }
+            for pair in pairs
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Cross-channel evidence",
+            "opts": self.model._meta,
+            "rows": rows,
+            "response_id": response_id,
+            "failed": sum(not pair.passed for pair in pairs),
+        }
+        return TemplateResponse(request, "admin/audit/auditevent/evidence.html", context)

@@ -1,0 +1,55 @@
+"""The audit hash chain: how an event's content is digested and chained.
+
+content_digest = sha256 of a canonical serialisation of the event's content
+hash           = sha256 of "<sequence>:<previous hash>:<content_digest>"
+
+Everything here works on plain values, so the same code verifies the database and an
+exported JSONL file offline.
+"""
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from audit.models import GENESIS_HASH
+
+__all__ = ["GENESIS_HASH", "chain_hash", "content_digest"]
+
+
+def canonical_context(context: Mapping[str, Any] | None) -> str:
+    return json.dumps(context or {}, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def content_digest(
+    *,
+    timestamp: str,
+    channel: str,
+    action: str,
+    end_user_id: str,
+    response_id: str | None,
+    conversation_id: str | None,
+    previous_response_id: str | None,
+    full_response: str,
+    api_key_fingerprint: str,
+    context: Mapping[str, Any] | None,
+) -> str:
+    """`timestamp` as exported (UTC, milliseconds, Z); `full_response` as the exact JSON
+    text stored and exported, so the digest does not depend on re-serialising it."""
+    fields = [
+        timestamp,
+        channel,
+        action,
+        end_user_id,
+        response_id,
+        conversation_id,
+        previous_response_id,
+        api_key_fingerprint,
+        canonical_context(context),
+    ]
+    canonical = json.dumps(fields, ensure_ascii=False, separators=(",", ":")) + "\n" + full_response
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def chain_hash(*, sequence: int, previous_hash: str, digest: str) -> str:
+    return hashlib.sha256(f"{sequence}:{previous_hash}:{digest}".encode()).hexdigest()
