@@ -106,3 +106,12 @@ def test_production_without_whatsapp_settings_fails_the_checks(tmp_path) -> None
     result = run_manage(tmp_path, "check", **env)
     assert result.returncode != 0
     assert "WHATSAPP_APP_SECRET" in result.stderr
+
+
+def test_gunicorn_access_logs_leave_sign_in_tokens_out() -> None:
+    from multichannel.gunicorn import redact_sign_in_tokens
+
+    assert redact_sign_in_tokens("GET /signin/AbC-123_x HTTP/1.1") == (
+        "GET /signin/[redacted] HTTP/1.1"
+    )
+    assert redact_sign_in_tokens("/api/conversation") == "/api/conversation"

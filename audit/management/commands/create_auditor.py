@@ -2,15 +2,11 @@ import getpass
 import os
 from typing import Any
 
-from django.contrib.auth import get_user_model, password_validation
-from django.contrib.auth.models import Group
-from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser
-from django.db import transaction
 
+from audit.accounts import GROUP, AuditorError, auditor_save
 from multichannel.cli import StrictCommand, non_empty
 
-GROUP = "Auditors"
 PASSWORD_VARIABLE = "AUDITOR_PASSWORD"  # noqa: S105 (a variable's name, not a password)
 
 
@@ -32,32 +28,14 @@ class Command(StrictCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         password = self._password(options["interactive"])
-        User = get_user_model()
-        with transaction.atomic():
-            user = User.objects.filter(username=options["username"]).first()
-            created = user is None
-            if user is None:
-                user = User(username=options["username"], email=options["email"])
-            elif user.is_superuser:
-                raise CommandError(
-                    f"{user.username} is a superuser; refusing to make it an auditor"
-                )
-            try:
-                password_validation.validate_password(password, user)
-            except ValidationError as exc:
-                raise CommandError("; ".join(exc.messages)) from exc
-            user.is_staff = True
-            user.is_active = True
-            if options["email"]:
-                user.email = options["email"]
-            user.set_password(password)
-            user.save()
-            group = Group.objects.filter(name=GROUP).first()
-            if group is None:
-                raise CommandError(f"group {GROUP} is missing; run manage.py migrate")
-            user.groups.add(group)
+        try:
+            user, created = auditor_save(
+                username=options["username"], password=password, email=options["email"]
+            )
+        except AuditorError as exc:
+            raise CommandError(str(exc)) from exc
         verb = "Created" if created else "Updated"
-        self.stdout.write(f"{verb} auditor {user.username} (view-only, group {GROUP}).")
+        self.stdout.write(f"{verb} auditor {user.get_username()} (view-only, group {GROUP}).")
 
     def _password(self, interactive: bool) -> str:
         if not interactive:

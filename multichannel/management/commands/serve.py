@@ -1,3 +1,4 @@
+import secrets
 import signal
 import subprocess
 import sys
@@ -7,12 +8,15 @@ from types import FrameType
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError, CommandParser
 
+from audit.accounts import auditor_save
 from multichannel.cli import StrictCommand
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
+DEMO_AUDITOR = "auditor"
 
 
 class Command(StrictCommand):
@@ -26,6 +30,16 @@ class Command(StrictCommand):
         parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000")
         parser.add_argument("--workers", type=int, default=4, help="consumer threads")
 
+    def _demo_auditor(self) -> str:
+        """A view-only account to look around the admin with (development only)."""
+        if not settings.DEBUG:
+            return "(create accounts with create_auditor)"
+        if get_user_model().objects.filter(username=DEMO_AUDITOR).exists():
+            return f"(user {DEMO_AUDITOR}; its password was printed when it was created)"
+        password = secrets.token_urlsafe(12)
+        auditor_save(username=DEMO_AUDITOR, password=password)
+        return f"(user {DEMO_AUDITOR}, password {password}, shown only this once)"
+
     def handle(self, *args: Any, **options: Any) -> None:
         if options["workers"] < 1:
             raise CommandError("--workers must be at least 1")
@@ -33,7 +47,7 @@ class Command(StrictCommand):
         base = f"http://{options['addrport']}"
         self.stdout.write(self.style.SUCCESS("Multichannel is starting:"))
         self.stdout.write(f"  web app          {base}/")
-        self.stdout.write(f"  admin            {base}/admin/")
+        self.stdout.write(f"  admin            {base}/admin/  {self._demo_auditor()}")
         if settings.SANDBOX:
             self.stdout.write(f"  WhatsApp user    {base}/sandbox/whatsapp/  (sandbox phone)")
         self.stdout.write(f"  health           {base}/healthz")
