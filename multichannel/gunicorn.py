@@ -12,7 +12,7 @@ import os
 import re
 from typing import Any
 
-from gunicorn.glogging import Logger
+from gunicorn.glogging import Logger  # type: ignore[import-untyped]
 
 _SIGN_IN_TOKEN = re.compile(r"/signin/[^/?\s]+")
 
