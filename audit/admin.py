@@ -39,14 +39,10 @@ def _filename() -> str:
     return f"audit-{timezone.now():%Y%m%dT%H%M%SZ}.jsonl"
 
 
+# The seed's identifying fields, then what an auditor needs to check the event.
+LIST_FIELDS = ("sequence", *SEED_KEYS[:6])
 DETAIL_FIELDS = (
-    "sequence",
-    "timestamp",
-    "channel",
-    "action",
-    "end_user_id",
-    "response_id",
-    "conversation_id",
+    *LIST_FIELDS,
     "previous_response_id",
     "api_key_fingerprint",
     "related",
@@ -60,15 +56,7 @@ DETAIL_FIELDS = (
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = [
-        "sequence",
-        "timestamp",
-        "channel",
-        "action",
-        "end_user_id",
-        "response_id",
-        "conversation_id",
-    ]
+    list_display = LIST_FIELDS
     list_filter = ["channel", "action"]
     date_hierarchy = "timestamp"
     search_fields = [

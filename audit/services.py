@@ -71,39 +71,31 @@ def audit_event_record(
         raise ValueError("an audit event needs the end user id")
     text = full_response_text(full_response)
     context_value = json.loads(canonical_context(context))  # JSON-safe, or refuse now
+    content = {
+        "channel": channel,
+        "action": action,
+        "end_user_id": end_user_id,
+        "response_id": response_id,
+        "conversation_id": conversation_id,
+        "previous_response_id": previous_response_id,
+        "full_response": text,
+        "api_key_fingerprint": api_key_fingerprint,
+        "context": context_value,
+    }
     with transaction.atomic():
         head = _locked_head()
         # Taken under the lock, so timestamps follow the chain order.
         moment = _millis(timestamp or timezone.now())
         sequence = head.sequence + 1
-        digest = content_digest(
-            timestamp=format_timestamp(moment),
-            channel=channel,
-            action=action,
-            end_user_id=end_user_id,
-            response_id=response_id,
-            conversation_id=conversation_id,
-            previous_response_id=previous_response_id,
-            full_response=text,
-            api_key_fingerprint=api_key_fingerprint,
-            context=context_value,
-        )
+        digest = content_digest(timestamp=format_timestamp(moment), **content)
         link = chain_hash(sequence=sequence, previous_hash=head.hash, digest=digest)
         event = AuditEvent(
             sequence=sequence,
             timestamp=moment,
-            channel=channel,
-            action=action,
-            end_user_id=end_user_id,
-            response_id=response_id,
-            conversation_id=conversation_id,
-            previous_response_id=previous_response_id,
-            full_response=text,
-            api_key_fingerprint=api_key_fingerprint,
-            context=context_value,
             content_digest=digest,
             previous_hash=head.hash,
             hash=link,
+            **content,
         )
         event._recording = True  # type: ignore[attr-defined]
         event.save(force_insert=True)

@@ -27,7 +27,8 @@ import requests
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-from requests.adapters import HTTPAdapter
+
+from multichannel.http import pooled_session
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class Mka1Client:
         self.backoff_max = backoff_max
         self.chain_mode = chain_mode
         self._sleep = sleep
-        self.session = session or _pooled_session()
+        self.session = session or pooled_session(self.base_url)
 
     def __repr__(self) -> str:
         return f"<Mka1Client {self.base_url} key={self.key_fingerprint}>"
@@ -383,16 +384,6 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def _pooled_session() -> requests.Session:
-    session = requests.Session()
-    # Retries are ours (they need the error classification); the adapter only pools.
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    session.trust_env = False  # no proxy or netrc credentials picked up implicitly
-    return session
-
-
 def _never_reached_server(exc: requests.ConnectionError) -> bool:
     """True when the request was certainly not delivered (refused, DNS), so a retry
     cannot duplicate it; false when the connection broke after sending."""
@@ -435,7 +426,7 @@ def _retry_after_seconds(value: str | None) -> float | None:
 @lru_cache(maxsize=1)
 def client() -> Mka1Client:
     """The process-wide client both channels use (one pooled session)."""
-    instance = Mka1Client(
+    return Mka1Client(
         api_key=settings.MKA1_API_KEY,
         base_url=settings.MKA1_BASE_URL,
         model=settings.MKA1_MODEL,
@@ -446,11 +437,6 @@ def client() -> Mka1Client:
         backoff_max=settings.MKA1_BACKOFF_MAX_SECONDS,
         chain_mode=cast(ChainMode, settings.MKA1_CHAIN_MODE),
     )
-    if instance.base_url.startswith("sandbox://"):
-        from multichannel.sandbox.transport import InProcessAdapter
-
-        instance.session.mount("sandbox://", InProcessAdapter())
-    return instance
 
 
 @receiver(setting_changed)

@@ -13,7 +13,8 @@ import requests
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-from requests.adapters import HTTPAdapter
+
+from multichannel.http import pooled_session
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +64,7 @@ class GraphClient:
         self.timeout = (5.0, timeout)
         self.max_retries = max_retries
         self._sleep = sleep
-        self.session = session or requests.Session()
-        self.session.mount("https://", HTTPAdapter(pool_maxsize=32, max_retries=0))
-        self.session.trust_env = False
+        self.session = session or pooled_session(base_url)
 
     def __repr__(self) -> str:
         return f"<GraphClient {self.url}>"
@@ -188,7 +187,8 @@ def split_message(text: str, limit: int = TEXT_LIMIT) -> list[str]:
 
 @lru_cache(maxsize=1)
 def graph_client() -> GraphClient:
-    instance = GraphClient(
+    """The process-wide Graph API client (one pooled session)."""
+    return GraphClient(
         token=settings.WHATSAPP_TOKEN,
         base_url=settings.WHATSAPP_GRAPH_URL,
         version=settings.WHATSAPP_GRAPH_VERSION,
@@ -196,11 +196,6 @@ def graph_client() -> GraphClient:
         timeout=settings.WHATSAPP_TIMEOUT,
         max_retries=settings.WHATSAPP_MAX_RETRIES,
     )
-    if settings.WHATSAPP_GRAPH_URL.startswith("sandbox://"):
-        from multichannel.sandbox.transport import InProcessAdapter
-
-        instance.session.mount("sandbox://", InProcessAdapter())
-    return instance
 
 
 @receiver(setting_changed)
