@@ -302,5 +302,7 @@ LOGGING: dict[str, Any] = {
         # urllib3 logs full URLs at DEBUG; keep it quiet so nothing sensitive leaks there.
         "urllib3": {"level": "WARNING"},
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # Configured here, so run_huey does not add a second (plain text) handler.
+        "huey": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
     },
 }
