@@ -121,9 +121,17 @@ def _drain(end_user_id: str, owner: str) -> ProcessResult:
 
 def _step(message: UserMessage) -> bool:
     """Move one message one step. False when it must wait for a retry."""
-    if message.state == UserMessage.State.QUEUED:
-        return _answer(message)
-    return _deliver(message)
+    try:
+        if message.state == UserMessage.State.QUEUED:
+            return _answer(message)
+        return _deliver(message)
+    except Exception as exc:
+        # A bug or an outage we did not foresee: retried with backoff like a transient
+        # failure, and given up on after TURN_MAX_ATTEMPTS, so one bad message cannot
+        # hold the user's later messages back for ever.
+        logger.exception("message %s: unexpected failure", message.pk)
+        message.refresh_from_db()
+        return _retry_later(message, exc)
 
 
 def _answer(message: UserMessage) -> bool:
@@ -227,6 +235,9 @@ def _retry_later(message: UserMessage, exc: Exception) -> bool:
         logger.warning("message %s: giving up after %d attempts", message.pk, message.attempts)
         if message.state == UserMessage.State.QUEUED and isinstance(exc, Mka1Error):
             _give_up_on_mka1(message, exc, conversation_id=None)
+            return True
+        if message.state == UserMessage.State.QUEUED:
+            _mark_answered(message, reply_text=settings.WHATSAPP_FAILURE_REPLY)
             return True
         message.state = UserMessage.State.FAILED
         message.save(update_fields=["state", "attempts", "error", "updated_at"])

@@ -436,3 +436,29 @@ def test_two_workers_on_one_user_never_fork_the_chain(mka1_calls: Calls) -> None
     assert len(turns) == 4
     for earlier, later in itertools.pairwise(turns):
         assert later.previous_response_id == earlier.response_id
+
+
+def test_an_unexpected_error_is_retried_then_apologised_for(receive, monkeypatch, settings) -> None:
+    settings.TURN_MAX_ATTEMPTS = 2
+
+    original = processing.turn_store
+
+    def broken(**kwargs):
+        if kwargs["text"] == "poison":
+            raise RuntimeError("a bug")
+        return original(**kwargs)
+
+    monkeypatch.setattr(processing, "turn_store", broken)
+    base = int(timezone.now().timestamp())
+    receive(wa.message_event(text="poison", timestamp=base))
+    receive(wa.message_event(text="next", timestamp=base + 1))
+    message = UserMessage.objects.get(text="poison")
+    assert (message.state, message.attempts) == (UserMessage.State.QUEUED, 1)
+    assert "a bug" in message.error
+    assert sent_texts() == []  # the next message waits behind it
+    run_due_work()
+    # Given up on with an apology; the user's next message is answered after it.
+    assert sent_texts() == [
+        "Sorry, something went wrong answering that. Please try again in a moment.",
+        "You said: next",
+    ]
