@@ -441,7 +441,7 @@ def test_two_workers_on_one_user_never_fork_the_chain(mka1_calls: Calls) -> None
 def test_an_unexpected_error_is_retried_then_apologised_for(receive, monkeypatch, settings) -> None:
     settings.TURN_MAX_ATTEMPTS = 2
 
-    original = processing.turn_store
+    original = processing.turn_store  # type: ignore[attr-defined]
 
     def broken(**kwargs):
         if kwargs["text"] == "poison":
