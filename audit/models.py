@@ -62,6 +62,9 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["sequence"]
+        # Django's internal manager (used for related lookups and some deletes) must
+        # carry the append-only guard too.
+        base_manager_name = "objects"
         indexes = [
             models.Index(fields=["end_user_id", "timestamp"], name="audit_user_time"),
             models.Index(fields=["channel", "action"], name="audit_channel_action"),

@@ -11,18 +11,19 @@ column is the point: the export streams rows instead of loading them.
 The database must be a scratch one with no audit events in it: the rows are inserted
 with raw SQL (the ORM refuses bulk writes to the ledger on purpose) and never removed.
 
-Peak RSS is the kernel's ru_maxrss. `getrusage(RUSAGE_CHILDREN)` reports the largest
-over every child reaped so far, which would hide a smaller later export behind an
-earlier one, so each export's own figure is read from `os.wait4` (the same counter, for
-that one child); the script checks at the end that the RUSAGE_CHILDREN figure equals
-the largest of them.
+Peak RSS is `resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`, read by a small helper
+process that runs only the export. Two traps make the obvious ways wrong: RUSAGE_CHILDREN
+is the largest over every child reaped so far (one early export would hide the later
+ones), and a child's ru_maxrss also counts the parent's memory at fork time, which
+survives exec (this script's own RSS, swollen by the inserts, showed up as the
+export's). The helper is fresh for each export and imports nothing but the standard
+library, so its RUSAGE_CHILDREN figure is the export's own.
 """
 
 import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -150,24 +151,35 @@ def count_lines(path: Path) -> int:
     return lines
 
 
+# Runs argv[1:], then prints its wall seconds, peak RSS (KiB) and exit status as JSON.
+MEASURE = """
+import json, resource, subprocess, sys, time
+started = time.perf_counter()
+status = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+print(json.dumps([
+    time.perf_counter() - started,
+    resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    status,
+]))
+"""
+
+
 def export_once(output: Path) -> tuple[float, int]:
     """Run one export subprocess; return (wall seconds, peak RSS in KiB)."""
-    with tempfile.TemporaryFile() as errors:
-        started = time.perf_counter()
-        child = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "export_audit", "--output", str(output)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=errors,
-        )
-        _, status, usage = os.wait4(child.pid, 0)
-        elapsed = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode:
-            errors.seek(0)
-            message = errors.read().decode(errors="replace")
-            raise SystemExit(f"export failed ({child.returncode}): {message}")
-    return elapsed, usage.ru_maxrss
+    export = [sys.executable, str(ROOT / "manage.py"), "export_audit", "--output", str(output)]
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, *export],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode:
+        raise SystemExit(f"measuring failed: {result.stderr}")
+    elapsed, peak_kib, status = json.loads(result.stdout)
+    if status:
+        raise SystemExit(f"export failed ({status}): {result.stderr}")
+    return float(elapsed), int(peak_kib)
 
 
 def main() -> None:
@@ -195,7 +207,6 @@ def main() -> None:
     print("| events | insert s | export wall s | events/s | peak RSS MiB | output MiB |")
     print("|---:|---:|---:|---:|---:|---:|")
 
-    peaks = []
     with tempfile.TemporaryDirectory(prefix="export-bench-") as scratch:
         output = Path(scratch) / "audit.jsonl"
         have = 0
@@ -205,7 +216,6 @@ def main() -> None:
             inserted = time.perf_counter() - started
             have = size
             elapsed, peak_kib = export_once(output)
-            peaks.append(peak_kib)
             lines = count_lines(output)
             if lines != size:
                 raise SystemExit(f"exported {lines} lines for {size} events")
@@ -217,10 +227,7 @@ def main() -> None:
             )
             output.unlink()
 
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print()
-    print(f"getrusage(RUSAGE_CHILDREN).ru_maxrss = {children / 1024:.1f} MiB", end="")
-    print(" (= largest export above)" if children == max(peaks) else " (!= largest export)")
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

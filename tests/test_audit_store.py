@@ -282,3 +282,12 @@ def test_the_model_declares_the_lookup_indexes() -> None:
         assert options.get("db_index"), column
     composite = {tuple(index.fields) for index in AuditEvent._meta.indexes}
     assert ("end_user_id", "timestamp") in composite
+
+
+def test_djangos_base_manager_is_guarded_too() -> None:
+    audit_event_record(channel="whatsapp", action="responses.create", end_user_id="user_1")
+    with pytest.raises(AppendOnlyError):
+        AuditEvent._base_manager.all().delete()
+    with pytest.raises(AppendOnlyError):
+        AuditEvent._base_manager.all().update(channel="webapp")
+    assert AuditEvent.objects.get().channel == "whatsapp"

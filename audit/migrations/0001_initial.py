@@ -40,6 +40,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'ordering': ['sequence'],
+                'base_manager_name': 'objects',
                 'indexes': [models.Index(fields=['end_user_id', 'timestamp'], name='audit_user_time'), models.Index(fields=['channel', 'action'], name='audit_channel_action')],
             },
         ),
