@@ -44,6 +44,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 
 from audit.models import AuditEvent  # noqa: E402
+from tests.audit_rows import chain_placeholders, insert_audit_rows  # noqa: E402
 
 SIZES = (10_000, 100_000, 1_000_000)
 BATCH = 10_000
@@ -123,24 +124,11 @@ def insert_events(first: int, stop: int) -> None:
             .replace("msg_PLACEHOLDER", f"msg_{n:08d}"),
             "api_key_fingerprint": "sha256:0123456789abcdef",
             "context": '{"wamid":"wamid.bench"}' if create else "{}",
-            # Hash-chain columns (used only if the model has them): unique placeholders,
-            # not a verifiable chain. The export streams rows; it does not verify them.
-            "sequence": n + 1,
-            "content_digest": f"d{n:063x}",
-            "previous_hash": f"{n - 1:064x}" if n else "0" * 64,
-            "hash": f"{n:064x}",
+            **chain_placeholders(n),
         }
 
-    # Every column of the model: a new NOT NULL column fails here with a KeyError that
-    # names it, rather than with an IntegrityError deep in the insert.
-    columns = [f.column for f in AuditEvent._meta.concrete_fields if not f.primary_key]
-    table = connection.ops.quote_name(AuditEvent._meta.db_table)
-    names = ", ".join(connection.ops.quote_name(column) for column in columns)
-    sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * len(columns))})"
-    with transaction.atomic(), connection.cursor() as cursor:
-        for start in range(first, stop, BATCH):
-            batch = [row(n) for n in range(start, min(start + BATCH, stop))]
-            cursor.executemany(sql, [tuple(values[c] for c in columns) for values in batch])
+    with transaction.atomic():
+        insert_audit_rows(row, first, stop, batch=BATCH)
 
 
 def count_lines(path: Path) -> int:

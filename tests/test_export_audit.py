@@ -26,6 +26,7 @@ from audit.management.commands import export_audit
 from audit.models import AuditEvent
 from audit.services import audit_event_record
 from multichannel.mka1 import Mka1Object
+from tests.audit_rows import chain_placeholders, insert_audit_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -495,24 +496,10 @@ def insert_events(count: int) -> None:
             ),
             "api_key_fingerprint": "sha256:0123456789abcdef",
             "context": "{}",
-            # Hash-chain columns (used only if the model has them): unique placeholders,
-            # not a verifiable chain. The export streams rows; it does not verify them.
-            "sequence": n + 1,
-            "content_digest": f"d{n:063x}",
-            "previous_hash": f"{n - 1:064x}" if n else "0" * 64,
-            "hash": f"{n:064x}",
+            **chain_placeholders(n),
         }
 
-    # Every column of the model: a new NOT NULL column fails here with a KeyError that
-    # names it, rather than with an IntegrityError deep in the insert.
-    columns = [f.column for f in AuditEvent._meta.concrete_fields if not f.primary_key]
-    table = connection.ops.quote_name(AuditEvent._meta.db_table)
-    names = ", ".join(connection.ops.quote_name(column) for column in columns)
-    sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * len(columns))})"
-    with connection.cursor() as cursor:
-        for start in range(0, count, 10_000):
-            batch = [row(n) for n in range(start, min(start + 10_000, count))]
-            cursor.executemany(sql, [tuple(values[c] for c in columns) for values in batch])
+    insert_audit_rows(row, 0, count)
 
 
 def peak_python_memory(action: Any) -> int:
