@@ -334,3 +334,31 @@ def test_the_openapi_schema_is_served(client: Client) -> None:
     schema = answer.json()
     assert "/api/multichannel/{response_id}" in schema["paths"]
     assert "/api/messages" in schema["paths"]
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("/api/multichannel/resp_a%0Ab", 400),
+        ("/api/multichannel/", 400),
+        ("/api/conversation/items/a/b", 400),
+        ("/api/messages/-5", 404),
+        ("/api/messages/null%2Cnull", 404),
+        ("/api/messages/99999999999999999999999", 404),
+    ],
+)
+def test_malformed_ids_get_json_errors_not_html(
+    answered: UserMessage, web_client, path: str, code: int
+) -> None:
+    answer = web_client(answered.end_user).get(path)
+    assert answer.status_code == code
+    assert answer["Content-Type"] == "application/json"
+    assert set(answer.json()) == {"error"}
+
+
+def test_a_body_that_is_not_an_object_is_400(answered: UserMessage, web_client) -> None:
+    answer = web_client(answered.end_user).post(
+        "/api/messages", "[1, 2]", content_type="application/json"
+    )
+    assert answer.status_code == 400
+    assert answer.json() == {"error": "the body must be a JSON object"}

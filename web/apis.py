@@ -5,6 +5,7 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.exceptions import ParseError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -25,11 +26,19 @@ from web.services import (
 ITEM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 ErrorSerializer = inline_serializer("Error", {"error": serializers.CharField()})
-NOT_FOUND = OpenApiResponse(ErrorSerializer, description="Unknown, or not this user's")
-UPSTREAM = {
+# DRF answers these itself, before the view runs, in its own shape.
+DetailSerializer = inline_serializer("Detail", {"detail": serializers.CharField()})
+SIGNED_OUT = OpenApiResponse(DetailSerializer, description="Nobody is signed in")
+THROTTLED = OpenApiResponse(DetailSerializer, description="Too many requests; see Retry-After")
+Responses = dict[int, Any]
+NOT_FOUND: Responses = {
+    404: OpenApiResponse(ErrorSerializer, description="Unknown, or not this user's"),
+}
+UPSTREAM: Responses = {
     400: ErrorSerializer,
-    401: ErrorSerializer,
-    404: NOT_FOUND,
+    401: SIGNED_OUT,
+    **NOT_FOUND,
+    429: THROTTLED,
     502: OpenApiResponse(ErrorSerializer, description="MKA1 answered with an error"),
     504: OpenApiResponse(ErrorSerializer, description="MKA1 did not answer in time"),
 }
@@ -97,7 +106,8 @@ class ConversationApi(APIView):
         operation_id="conversation_retrieve",
         responses={
             200: inline_serializer("Conversation", {"turns": TurnSerializer(many=True)}),
-            401: ErrorSerializer,
+            401: SIGNED_OUT,
+            429: THROTTLED,
         },
     )
     def get(self, request: Request) -> Response:
@@ -158,10 +168,22 @@ class MessageSendApi(APIView):
     @extend_schema(
         operation_id="message_send",
         request=InputSerializer,
-        responses={202: ConversationApi.TurnSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
+        responses={
+            202: ConversationApi.TurnSerializer,
+            400: ErrorSerializer,
+            401: SIGNED_OUT,
+            403: OpenApiResponse(DetailSerializer, description="The CSRF check failed"),
+            429: THROTTLED,
+        },
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
+        try:
+            data = request.data
+        except ParseError:
+            return _error("the body must be JSON", 400)
+        if not isinstance(data, dict):
+            return _error("the body must be a JSON object", 400)
+        serializer = self.InputSerializer(data=data)
         if not serializer.is_valid():
             first = next(iter(serializer.errors.values()))[0]
             return _error(f"text: {first}", 400)
@@ -178,10 +200,20 @@ class MessageRetrieveApi(APIView):
 
     @extend_schema(
         operation_id="message_retrieve",
-        responses={200: ConversationApi.TurnSerializer, 401: ErrorSerializer, 404: NOT_FOUND},
+        responses={
+            200: ConversationApi.TurnSerializer,
+            401: SIGNED_OUT,
+            **NOT_FOUND,
+            429: THROTTLED,
+        },
     )
-    def get(self, request: Request, message_id: int) -> Response:
-        message = messages_of_end_user(end_user=principal(request)).filter(pk=message_id).first()
+    def get(self, request: Request, message_id: str) -> Response:
+        # The route takes any text, so every malformed id gets this JSON answer too.
+        if not message_id.isascii() or not message_id.isdigit() or len(message_id) > 18:
+            return _error("not found", status.HTTP_404_NOT_FOUND)
+        message = (
+            messages_of_end_user(end_user=principal(request)).filter(pk=int(message_id)).first()
+        )
         if message is None:
             return _error("not found", status.HTTP_404_NOT_FOUND)
         return Response(turn_json(message))

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from web import apis, views
 
@@ -8,17 +8,23 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("signin/<str:token>", views.sign_in, name="sign-in"),
     path("signout", views.sign_out, name="sign-out"),
-    path(
-        "api/multichannel/<path:response_id>",  # any text, so every bad id gets the JSON 400
+    # The id routes take any text (newlines and slashes included), so that a malformed id
+    # reaches the view and gets its JSON answer, never Django's HTML 404 page.
+    re_path(
+        r"^api/multichannel/(?P<response_id>[\s\S]*)$",
         apis.ResponseRetrieveApi.as_view(),
         name="api-response",
     ),
     path("api/conversation", apis.ConversationApi.as_view(), name="api-conversation"),
-    path(
-        "api/conversation/items/<str:item_id>",
+    re_path(
+        r"^api/conversation/items/(?P<item_id>[\s\S]+)$",
         apis.ConversationItemApi.as_view(),
         name="api-conversation-item",
     ),
     path("api/messages", apis.MessageSendApi.as_view(), name="api-messages"),
-    path("api/messages/<int:message_id>", apis.MessageRetrieveApi.as_view(), name="api-message"),
+    re_path(
+        r"^api/messages/(?P<message_id>[\s\S]+)$",
+        apis.MessageRetrieveApi.as_view(),
+        name="api-message",
+    ),
 ]
