@@ -116,7 +116,10 @@ def _drain(end_user_id: str, owner: str) -> ProcessResult:
             return ProcessResult("waiting", message.next_attempt_at)
         if not _step(message):
             return ProcessResult("waiting", message.next_attempt_at)
-        lease_acquire(end_user_id, owner)  # renew before the next slow step
+        # Renew before the next slow step. If a step outlasted the lease and another
+        # worker took over, stop: it carries on from the stored state.
+        if not lease_acquire(end_user_id, owner):
+            return ProcessResult("busy")
 
 
 def _step(message: UserMessage) -> bool:

@@ -462,3 +462,27 @@ def test_an_unexpected_error_is_retried_then_apologised_for(receive, monkeypatch
         "Sorry, something went wrong answering that. Please try again in a moment.",
         "You said: next",
     ]
+
+
+def test_a_worker_that_lost_its_lease_stops_after_the_current_step(receive, monkeypatch) -> None:
+    base = int(timezone.now().timestamp())
+    receive(
+        wa.message_event(text="one", timestamp=base),
+        wa.message_event(text="two", timestamp=base + 1),
+        run=False,
+    )
+    end_user_id = UserMessage.objects.get(text="one").end_user_id
+    original = processing._step
+
+    def slow_step(message):
+        done = original(message)
+        # Meanwhile the lease ran out and another worker took it.
+        ProcessingLease.objects.filter(end_user_id=end_user_id).update(
+            owner="someone-else", expires_at=timezone.now() + timedelta(minutes=5)
+        )
+        return done
+
+    monkeypatch.setattr(processing, "_step", slow_step)
+    assert processing.user_messages_process(end_user_id=end_user_id).outcome == "busy"
+    states = dict(UserMessage.objects.values_list("text", "state"))
+    assert states == {"one": UserMessage.State.ANSWERED, "two": UserMessage.State.QUEUED}
