@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +49,10 @@ def test_the_demo_refuses_to_run_without_the_sandbox(settings) -> None:
 
 
 def test_serve_runs_web_and_worker_and_stops_both_on_ctrl_c(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
         "DEBUG": "true",
@@ -57,7 +62,7 @@ def test_serve_runs_web_and_worker_and_stops_both_on_ctrl_c(tmp_path: Path) -> N
         "SANDBOX": "true",
     }
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "127.0.0.1:8765", "--workers", "2"],
+        [sys.executable, "manage.py", "serve", f"127.0.0.1:{port}", "--workers", "2"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -70,7 +75,7 @@ def test_serve_runs_web_and_worker_and_stops_both_on_ctrl_c(tmp_path: Path) -> N
         health = None
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                health = requests.get("http://127.0.0.1:8765/healthz", timeout=1)
+                health = requests.get(f"{base}/healthz", timeout=1)
                 break
             except requests.ConnectionError:
                 time.sleep(0.2)
@@ -79,13 +84,13 @@ def test_serve_runs_web_and_worker_and_stops_both_on_ctrl_c(tmp_path: Path) -> N
         # A message typed on the sandbox phone is answered by the worker, not the request.
         sent = subprocess.run(
             [sys.executable, "manage.py", "sandbox_whatsapp", "ping", "--url",
-             "http://127.0.0.1:8765"],
+             base],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert sent.returncode == 0, sent.stderr
         page = ""
         while time.monotonic() < deadline:
-            page = requests.get("http://127.0.0.1:8765/sandbox/whatsapp/", timeout=5).text
+            page = requests.get(f"{base}/sandbox/whatsapp/", timeout=5).text
             if "You said: ping" in page:
                 break
             time.sleep(0.3)
@@ -98,4 +103,4 @@ def test_serve_runs_web_and_worker_and_stops_both_on_ctrl_c(tmp_path: Path) -> N
     password = re.search(r"user auditor, password (\S+), shown only this once", output)
     assert password, output
     for url in ("/admin/", "/sandbox/whatsapp/", "/healthz"):
-        assert f"http://127.0.0.1:8765{url}" in output
+        assert f"{base}{url}" in output
