@@ -103,6 +103,7 @@ class UserMessage(models.Model):
     )
     # Stored before delivery, so a failed send is retried without asking MKA1 again.
     reply_text = models.TextField(blank=True)
+    # The last failure seen, kept after a later success as a record of the retry.
     error = models.TextField(blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 

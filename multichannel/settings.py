@@ -125,6 +125,12 @@ HUEY: dict[str, Any] = {
         "worker_type": "thread",  # MKA1 calls are I/O-bound: many in flight per process
         "periodic": True,
         "check_worker_health": True,
+        # An idle worker polls the SQLite queue at most a second apart (Huey's default
+        # backs off to 10 s, so the first message after a quiet spell waited that long).
+        # RedisHuey blocks on the queue instead of polling.
+        "initial_delay": 0.1,
+        "backoff": 1.15,
+        "max_delay": 1.0,
     },
 }
 if REDIS_URL:

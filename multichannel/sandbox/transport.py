@@ -7,7 +7,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from django.test.client import ClientHandler, RequestFactory
+from django.core.handlers.base import BaseHandler
+from django.core.handlers.wsgi import WSGIRequest
+from django.test.client import RequestFactory
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
@@ -19,12 +21,24 @@ class _EnvironFactory(RequestFactory):
         return self._base_environ(**request)  # type: ignore[attr-defined]
 
 
+class _Handler(BaseHandler):
+    """Django's request handling without the request_started/request_finished signals:
+    those close the calling thread's database connection (as a WSGI server's request
+    end should), which would break the worker that is calling the sandbox. Unlike the
+    test client's handler it never reconnects a global signal, so it is thread-safe."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.load_middleware()
+
+    def __call__(self, environ: dict[str, Any]) -> Any:
+        return self.get_response(WSGIRequest(environ))
+
+
 class InProcessAdapter(BaseAdapter):
     def __init__(self) -> None:
         super().__init__()
-        # One handler (middleware loaded once); it leaves the caller's database
-        # connection and transaction alone, as Django's test client does.
-        self._handler = ClientHandler(enforce_csrf_checks=False)
+        self._handler = _Handler()  # middleware loaded once, shared by all threads
 
     def send(  # type: ignore[override]
         self, request: requests.PreparedRequest, **kwargs: Any
