@@ -5,6 +5,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from audit.integrity import canonical_context
 from audit.models import AuditEvent
 
 SEED_KEYS = (
@@ -88,7 +89,7 @@ def integrity_line(values: Sequence[Any]) -> str:
     return values_line(seed)[:-1] + _INTEGRITY % (
         sequence,
         _value(fingerprint),
-        json.dumps(context or {}, ensure_ascii=False, separators=(",", ":"), sort_keys=True),
+        canonical_context(context),
         _value(digest),
         _value(previous_hash),
         _value(link),

@@ -162,12 +162,9 @@ def _answer(message: UserMessage) -> bool:
     except (Mka1TransientError, ChainConflictError) as exc:
         return _retry_later(message, exc)
     except Mka1Error as exc:
-        _give_up_on_mka1(message, exc, conversation_id=_conversation_id(conversation))
+        conversation_id = conversation.mka1_conversation_id if conversation else None
+        _give_up_on_mka1(message, exc, conversation_id=conversation_id)
     return True
-
-
-def _conversation_id(conversation: object) -> str | None:
-    return getattr(conversation, "mka1_conversation_id", None)
 
 
 def _context(message: UserMessage) -> dict[str, str]:
