@@ -48,7 +48,7 @@ def check_settings(
                 id="multichannel.E004",
             )
         )
-    for name in ("MKA1_TIMEOUT", "MKA1_CONNECT_TIMEOUT"):
+    for name in ("MKA1_TIMEOUT", "MKA1_CONNECT_TIMEOUT", "TURN_RETRY_SECONDS"):
         if getattr(settings, name) <= 0:
             errors.append(
                 Error(f"{name} must be a positive number of seconds.", id="multichannel.E005")

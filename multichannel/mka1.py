@@ -181,6 +181,10 @@ class Mka1Client:
     def __repr__(self) -> str:
         return f"<Mka1Client {self.base_url} key={self.key_fingerprint}>"
 
+    def wait(self, seconds: float) -> None:
+        """Pause between attempts; tests swap `_sleep` so that nothing really waits."""
+        self._sleep(seconds)
+
     # -- the seed guide's wrapper ----------------------------------------------------
 
     def create_conversation(

@@ -19,11 +19,12 @@ from typing import Literal, cast
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from audit.services import audit_event_record
 from multichannel.channels import DeliveryError, deliver
+from multichannel.durability import stored_despite_outage
 from multichannel.mka1 import Channel, Mka1Error, Mka1TransientError, client
 from multichannel.models import ProcessingLease, UserMessage
 from multichannel.services import (
@@ -150,15 +151,19 @@ def _answer(message: UserMessage) -> bool:
         response = turn_request(
             conversation=conversation, channel=channel, text=message.text, metadata=metadata
         )
-        with transaction.atomic():
-            turn = turn_store(
-                conversation=conversation,
-                channel=channel,
-                text=message.text,
-                response=response,
-                context=_context(message),
-            )
-            _mark_answered(message, reply_text=turn.output_text, turn=turn)
+
+        def store() -> None:
+            with transaction.atomic():
+                turn = turn_store(
+                    conversation=conversation,
+                    channel=channel,
+                    text=message.text,
+                    response=response,
+                    context=_context(message),
+                )
+                _mark_answered(message, reply_text=turn.output_text, turn=turn)
+
+        stored_despite_outage(store, what=f"the answer to message {message.pk}", wait=client().wait)
     except (Mka1TransientError, ChainConflictError) as exc:
         return _retry_later(message, exc)
     except Mka1Error as exc:
@@ -243,7 +248,7 @@ def _retry_later(message: UserMessage, exc: Exception) -> bool:
         message.save(update_fields=["state", "attempts", "error", "updated_at"])
         return True
     retry_after = getattr(exc, "retry_after", None)
-    delay = retry_after or min(600.0, 5.0 * 2 ** (message.attempts - 1))
+    delay = retry_after or min(600.0, settings.TURN_RETRY_SECONDS * 2 ** (message.attempts - 1))
     delay *= random.uniform(1.0, 1.25)  # noqa: S311 (spread retries, not cryptography)
     message.next_attempt_at = timezone.now() + timedelta(seconds=delay)
     message.save(update_fields=["attempts", "error", "next_attempt_at", "updated_at"])
@@ -265,3 +270,10 @@ def users_with_due_messages() -> list[str]:
         .values_list("end_user_id", flat=True)
         .distinct()
     )
+
+
+def last_live_lease_expiry() -> datetime | None:
+    """When the last lease that is live now runs out (None when none is)."""
+    leases = ProcessingLease.objects.filter(expires_at__gt=timezone.now())
+    last: datetime | None = leases.aggregate(last=Max("expires_at"))["last"]
+    return last

@@ -111,6 +111,8 @@ API_THROTTLE_SEND: str = env.str("API_THROTTLE_SEND", default="20/min")
 TURN_LEASE_SECONDS: int = env.int("TURN_LEASE_SECONDS", default=300)
 # How often a message may fail transiently (MKA1 or delivery) before it is given up on.
 TURN_MAX_ATTEMPTS: int = env.int("TURN_MAX_ATTEMPTS", default=6)
+# The first retry of a failed step waits this long; each further one waits twice as long.
+TURN_RETRY_SECONDS: float = env.float("TURN_RETRY_SECONDS", default=5.0)
 
 # --- Queue (Huey) -----------------------------------------------------------------
 REDIS_URL: str = env.str("REDIS_URL", default="")
@@ -200,7 +202,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "transaction_mode": "IMMEDIATE",
-            "timeout": 20,
+            # How long a writer waits for another's lock before "database is locked".
+            "timeout": env.float("SQLITE_BUSY_TIMEOUT", default=20.0),
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )

@@ -4,11 +4,9 @@ server plays both), answering a signed webhook."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,56 +15,29 @@ import requests
 
 from multichannel.sandbox import whatsapp as wa
 from tests.conftest import need
+from tests.processes import (
+    APP_SECRET,
+    ROOT,
+    SECRET_KEY,
+    free_port,
+    postgres_database,
+    reachable,
+    wait_for,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
-APP_SECRET = "test-app-secret-not-real"
-
-
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for(url: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=1).status_code < 500:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} never answered")
 
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    need(_reachable("127.0.0.1", 5432), "PostgreSQL is not running on 127.0.0.1:5432")
-    import psycopg
-
-    name = f"mc_prod_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES}/{name}"
-    finally:
-        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    need(reachable("127.0.0.1", 5432), "PostgreSQL is not running on 127.0.0.1:5432")
+    with postgres_database("mc_prod") as url:
+        yield url
 
 
 @pytest.fixture
 def redis_url() -> str:
-    need(_reachable("127.0.0.1", 6379), "Redis is not running on 127.0.0.1:6379")
+    need(reachable("127.0.0.1", 6379), "Redis is not running on 127.0.0.1:6379")
     import redis
 
     redis.Redis.from_url(REDIS).flushdb()
@@ -76,7 +47,7 @@ def redis_url() -> str:
 def test_gunicorn_and_a_worker_on_postgres_and_redis_answer_a_webhook(
     database: str, redis_url: str, tmp_path: Path
 ) -> None:
-    sandbox_port, app_port = _free_port(), _free_port()
+    sandbox_port, app_port = free_port(), free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MKA1_", "WHATSAPP_"))}
     sandbox_env = {
@@ -91,7 +62,7 @@ def test_gunicorn_and_a_worker_on_postgres_and_redis_answer_a_webhook(
         **base,
         "DEBUG": "false",
         "SANDBOX": "false",
-        "SECRET_KEY": "test-secret-" + "0123456789abcdefghij" * 3,
+        "SECRET_KEY": SECRET_KEY,
         "ALLOWED_HOSTS": "127.0.0.1",
         "SECURE_SSL_REDIRECT": "false",  # plain HTTP on loopback in this test
         "DATABASE_URL": database,
@@ -137,8 +108,8 @@ def test_gunicorn_and_a_worker_on_postgres_and_redis_answer_a_webhook(
         try:
             deadline = time.monotonic() + 90
             app = f"http://127.0.0.1:{app_port}"
-            _wait_for(f"{sandbox_url}/healthz", deadline)
-            _wait_for(f"{app}/healthz", deadline)
+            wait_for(f"{sandbox_url}/healthz", deadline)
+            wait_for(f"{app}/healthz", deadline)
             assert requests.get(f"{app}/healthz", timeout=5).json() == {
                 "status": "ok",
                 "database": "ok",

@@ -783,6 +783,20 @@ def test_sandbox_fault_plans_a_delay_then_a_failure_everywhere() -> None:
     assert SandboxFault.objects.get().endpoint == "*"
 
 
+def test_sandbox_fault_plans_a_retry_after_header(client: Client) -> None:
+    output = run_sandbox_fault("conversations.create", "--status", "429", "--retry-after", "3")
+    assert output == (
+        "Planned: the next call to conversations.create will answer HTTP 429 with Retry-After: 3.\n"
+    )
+    answer = post(client, "/conversations", {})
+    assert (answer.status_code, answer.headers["Retry-After"]) == (429, "3")
+
+
+def test_sandbox_fault_refuses_a_retry_after_without_a_status() -> None:
+    with pytest.raises(CommandError, match="--retry-after goes with an error --status"):
+        run_sandbox_fault("responses.create", "--delay-ms", "5", "--retry-after", "3")
+
+
 def test_sandbox_fault_clear_forgets_every_plan() -> None:
     assert run_sandbox_fault("--clear") == "Cleared 0 planned faults.\n"
     fault_inject("responses.create", status=500)

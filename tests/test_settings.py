@@ -120,7 +120,7 @@ def test_non_http_base_url_is_a_system_check_error() -> None:
     assert "multichannel.E004" in _check_ids()
 
 
-@pytest.mark.parametrize("name", ["MKA1_TIMEOUT", "MKA1_CONNECT_TIMEOUT"])
+@pytest.mark.parametrize("name", ["MKA1_TIMEOUT", "MKA1_CONNECT_TIMEOUT", "TURN_RETRY_SECONDS"])
 def test_non_positive_timeouts_are_system_check_errors(name: str) -> None:
     with override_settings(**{name: 0}):
         assert "multichannel.E005" in _check_ids()

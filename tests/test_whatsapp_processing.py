@@ -307,6 +307,49 @@ def test_a_waiting_reply_holds_back_the_users_later_messages(receive) -> None:
     assert sent_texts() == ["You said: first", "You said: second"]
 
 
+def test_a_reply_the_graph_api_accepted_is_recorded_through_a_locked_database(
+    receive, monkeypatch, no_backoff_sleep: list[float]
+) -> None:
+    from django.db import OperationalError
+
+    original = OutboundMessage.objects.update_or_create
+    failures = iter([True, True, False])
+
+    def locked_twice(**kwargs):
+        if next(failures):
+            raise OperationalError("database is locked")
+        return original(**kwargs)
+
+    monkeypatch.setattr(OutboundMessage.objects, "update_or_create", locked_twice)
+    receive(wa.message_event(text="sent, then locked"))
+    # Sent once: recording the wamid was waited for, not given up on and resent.
+    assert sent_texts() == ["You said: sent, then locked"]
+    assert the_message().state == UserMessage.State.DELIVERED
+    assert OutboundMessage.objects.get().wamid
+    assert no_backoff_sleep == [0.2, 0.4]
+
+
+def test_an_answer_from_mka1_is_stored_through_a_locked_database_not_asked_again(
+    receive, mka1_calls: Calls, monkeypatch, no_backoff_sleep: list[float]
+) -> None:
+    from django.db import OperationalError
+
+    original = processing.turn_store  # type: ignore[attr-defined]
+    failures = iter([True, False])
+
+    def locked_once(**kwargs):
+        if next(failures):
+            raise OperationalError("database is locked")
+        return original(**kwargs)
+
+    monkeypatch.setattr(processing, "turn_store", locked_once)
+    receive(wa.message_event(text="answered, then locked"))
+    assert sent_texts() == ["You said: answered, then locked"]
+    assert len(response_creates(mka1_calls)) == 1  # one MKA1 call, no orphan response
+    assert AuditEvent.objects.filter(action="responses.create").count() == 1
+    assert no_backoff_sleep == [0.2]
+
+
 # --- crashes -----------------------------------------------------------------------------
 
 
@@ -362,6 +405,49 @@ def test_a_lost_task_is_picked_up_by_recovery(receive) -> None:
     assert recover_unfinished.call_local() == 1
     assert sent_texts() == ["You said: lost"]
     assert recover_unfinished.call_local() == 0
+
+
+def test_a_restarted_consumer_recovers_now_and_again_when_dead_leases_run_out(
+    receive, settings
+) -> None:
+    from huey.contrib.djhuey import HUEY
+
+    from multichannel.tasks import recover_after_start
+
+    receive(wa.message_event(wa_id="15550000001", text="orphaned"), run=False)
+    receive(wa.message_event(wa_id="15550000002", text="held by the dead"), run=False)
+    held = UserMessage.objects.get(text="held by the dead")
+    expires = timezone.now() + timedelta(seconds=settings.TURN_LEASE_SECONDS)
+    ProcessingLease.objects.create(end_user_id=held.end_user_id, owner="dead", expires_at=expires)
+    HUEY.flush()
+
+    assert recover_after_start.call_local() == 1
+    assert sent_texts() == ["You said: orphaned"]
+    follow_up = [task for task in HUEY.scheduled() if task.name.endswith("recover_unfinished")]
+    assert [task.eta for task in follow_up] == [expires.replace(tzinfo=None) + timedelta(seconds=1)]
+    run_due_work()
+    assert sent_texts() == ["You said: orphaned", "You said: held by the dead"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_queue_outage_at_commit_still_acknowledges_and_recovery_answers(
+    post_webhook: PostWebhook, monkeypatch, caplog
+) -> None:
+    from multichannel import tasks
+
+    def queue_down(*args: object) -> None:
+        raise ConnectionError("queue unreachable")
+
+    event = wa.message_event(text="queue was down")
+    with monkeypatch.context() as patch:
+        patch.setattr(tasks, "process_end_user", queue_down)
+        response = post_webhook(wa.webhook_payload([event]))
+    # Stored before the 200: Meta must not redeliver, and nothing is lost.
+    assert response.status_code == 200
+    assert the_message().state == UserMessage.State.QUEUED
+    assert "recovery will" in caplog.text
+    assert recover_unfinished.call_local() == 1
+    assert sent_texts() == ["You said: queue was down"]
 
 
 # --- concurrency -------------------------------------------------------------------------

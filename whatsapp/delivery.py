@@ -3,12 +3,14 @@ reply in parts of at most 4096 characters. A part already accepted by the Graph 
 never sent again, so a retry after a crash or a transient failure resumes where it was."""
 
 import logging
+from functools import partial
 
 from multichannel.channels import (
     DeliveryPermanentError,
     DeliveryTransientError,
     reply_for_delivery,
 )
+from multichannel.durability import stored_despite_outage
 from multichannel.models import UserMessage
 from whatsapp.graph import GraphError, graph_client, split_message
 from whatsapp.models import InboundMessage, OutboundMessage
@@ -55,8 +57,13 @@ def whatsapp_deliver(message: UserMessage) -> None:
                 },
             )
             raise DeliveryPermanentError(str(exc)) from exc
-        OutboundMessage.objects.update_or_create(
-            user_message=message,
-            part=part,
-            defaults={"recipient": address, "text": kept, "wamid": wamid},
+        stored_despite_outage(
+            partial(
+                OutboundMessage.objects.update_or_create,
+                user_message=message,
+                part=part,
+                defaults={"recipient": address, "text": kept, "wamid": wamid},
+            ),
+            what=f"sent message {wamid}",
+            wait=graph.wait,
         )

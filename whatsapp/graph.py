@@ -69,6 +69,10 @@ class GraphClient:
     def __repr__(self) -> str:
         return f"<GraphClient {self.url}>"
 
+    def wait(self, seconds: float) -> None:
+        """Pause between attempts; tests swap `_sleep` so that nothing really waits."""
+        self._sleep(seconds)
+
     def send_text(self, *, text: str, to: str | None = None, recipient: str | None = None) -> str:
         """Send one text message; returns its WhatsApp message id. Users known only by
         a business-scoped user id are addressed with `recipient` instead of `to`."""

@@ -74,6 +74,11 @@ class Command(StrictCommand):
         parser.add_argument(
             "--times", type=positive_int, default=1, help="how many calls (default 1)"
         )
+        parser.add_argument(
+            "--retry-after",
+            type=positive_int,
+            help="send a Retry-After header of this many seconds (with a 429 or 503, say)",
+        )
         parser.add_argument("--clear", action="store_true", help="forget every planned fault")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -83,8 +88,9 @@ class Command(StrictCommand):
         status: int | None = options["status"]
         delay_ms: int = options["delay_ms"]
         times: int = options["times"]
+        retry_after: int | None = options["retry_after"]
         if options["clear"]:
-            if endpoint is not None or status is not None or delay_ms or times != 1:
+            if endpoint is not None or status is not None or delay_ms or times != 1 or retry_after:
                 raise CommandError("--clear takes no endpoint or other options")
             cleared = faults_clear()
             self.stdout.write(f"Cleared {cleared} planned fault{'' if cleared == 1 else 's'}.")
@@ -96,10 +102,15 @@ class Command(StrictCommand):
         if status is not None and 200 <= status < 300:
             # A planned success would need a body to answer with; that is for tests only.
             raise CommandError("--status must be an error status (not 2xx)")
-        fault_inject(endpoint, status=status, delay_ms=delay_ms, times=times)
+        if retry_after is not None and status is None:
+            raise CommandError("--retry-after goes with an error --status")
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        fault_inject(endpoint, status=status, delay_ms=delay_ms, times=times, headers=headers)
         calls = "the next call" if times == 1 else f"the next {times} calls"
         target = "any sandbox endpoint" if endpoint == "*" else endpoint
         effect = f"answer HTTP {status}" if status is not None else "answer normally"
+        if retry_after is not None:
+            effect += f" with Retry-After: {retry_after}"
         if delay_ms:
             effect = f"wait {delay_ms} ms, then {effect}"
         self.stdout.write(f"Planned: {calls} to {target} will {effect}.")
