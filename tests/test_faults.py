@@ -1,0 +1,504 @@
+"""Fault injection against the real processes: the production profile (gunicorn + one
+queue consumer, DEBUG off) with a sandbox server playing MKA1 and the Graph API over
+HTTP. Each scenario says what it breaks, lets a sender play Meta (signed webhooks,
+redelivered until acknowledged with 200), waits until every message is answered, and
+asserts that nothing was lost, nothing was duplicated and every user's replies came in
+the order sent. Run alone with `pytest -m fault`; `bench/reliability.py` runs the suite
+and prints each scenario's counts (docs/reliability.md)."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from multichannel.sandbox import whatsapp as wa
+from tests.conftest import need
+from tests.processes import APP_SECRET, Stack, free_port, postgres_database, query, reachable
+
+pytestmark = pytest.mark.fault
+
+# Short leases and retries so recovery happens within seconds, not minutes.
+FAST_RECOVERY = {
+    "TURN_LEASE_SECONDS": "8",
+    "TURN_RETRY_SECONDS": "1",
+    "TURN_MAX_ATTEMPTS": "50",  # faults must delay answers here, never cancel them
+    "MKA1_TIMEOUT": "2",
+    "MKA1_BACKOFF_SECONDS": "0.2",
+    "MKA1_BACKOFF_MAX_SECONDS": "1",
+    "WHATSAPP_TIMEOUT": "2",
+    "HUEY_WORKERS": "8",
+    "GUNICORN_THREADS": "4",
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    wa_id: str
+    text: str
+    wamid: str
+    timestamp: int
+
+    def event(self) -> dict[str, Any]:
+        return wa.message_event(
+            wa_id=self.wa_id, text=self.text, message_id=self.wamid, timestamp=self.timestamp
+        )
+
+
+def conversation(name: str, *, users: int, per_user: int) -> list[Message]:
+    """`per_user` messages from each of `users` senders, a second apart per sender, in
+    the order Meta would send them (everyone's first, then everyone's second, ...)."""
+    start = int(time.time()) - per_user
+    return [
+        Message(
+            wa_id=f"1555{user:07d}",
+            text=f"{name} u{user} m{n}",
+            wamid=f"wamid.{name}.{user}.{n}",
+            timestamp=start + n,
+        )
+        for n in range(per_user)
+        for user in range(users)
+    ]
+
+
+def webhook_body(messages: list[Message]) -> bytes:
+    return wa.encode(wa.webhook_payload([message.event() for message in messages]))
+
+
+@dataclass
+class Sender:
+    """Plays Meta: posts signed webhooks and redelivers each until it gets a 200."""
+
+    url: str
+    threads: int = 8
+    deliveries: int = 0
+    failed_deliveries: int = 0
+    acknowledged: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def post(self, batch: list[Message], deadline: float) -> None:
+        body = webhook_body(batch)
+        headers = {
+            "Content-Type": "application/json",
+            "X-Hub-Signature-256": wa.sign(body, APP_SECRET),
+        }
+        with requests.Session() as session:
+            while time.monotonic() < deadline:
+                try:
+                    status = session.post(self.url, data=body, headers=headers, timeout=10)
+                    ok = status.status_code == 200
+                except requests.RequestException:
+                    ok = False
+                with self._lock:
+                    self.deliveries += 1
+                    if ok:
+                        self.acknowledged.update(message.wamid for message in batch)
+                        return
+                    self.failed_deliveries += 1
+                time.sleep(0.2)  # Meta backs off before redelivering
+        raise AssertionError(f"never acknowledged: {[m.wamid for m in batch]}")
+
+    def send(self, rounds: list[list[list[Message]]], *, pace: float = 0.0) -> None:
+        """Post round after round: a user's next message only once the last one was
+        acknowledged, as a person types them; within a round, everything at once."""
+        deadline = time.monotonic() + 150
+        with ThreadPoolExecutor(self.threads) as pool:
+            for batches in rounds:
+                futures = []
+                for batch in batches:
+                    futures.append(pool.submit(self.post, batch, deadline))
+                    if pace:
+                        time.sleep(pace)
+                for future in futures:
+                    future.result()
+
+    def send_in_background(
+        self, rounds: list[list[list[Message]]], **kwargs: Any
+    ) -> threading.Thread:
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self.send(rounds, **kwargs)
+            except BaseException as exc:  # re-raised by join_sender
+                errors.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.errors = errors  # type: ignore[attr-defined]
+        thread.start()
+        return thread
+
+
+def join_sender(thread: threading.Thread) -> None:
+    thread.join(timeout=180)
+    assert not thread.is_alive(), "the sender never finished"
+    for error in thread.errors:  # type: ignore[attr-defined]
+        raise error
+
+
+def in_rounds(messages: list[Message]) -> list[list[list[Message]]]:
+    """One webhook per message, grouped so that round n holds everyone's n-th message."""
+    rounds: dict[int, list[list[Message]]] = {}
+    for message in messages:
+        rounds.setdefault(message.timestamp, []).append([message])
+    return [rounds[timestamp] for timestamp in sorted(rounds)]
+
+
+# --- counting --------------------------------------------------------------------------
+
+
+def delivered(stack: Stack) -> int:
+    sql = "SELECT COUNT(*) FROM multichannel_usermessage WHERE state = 'delivered'"
+    rows = query(stack.database_url, sql)
+    return int(rows[0][0])
+
+
+def wait_until_delivered(stack: Stack, count: int, timeout: float = 150) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if delivered(stack) >= count:
+            return
+        time.sleep(0.25)
+    raise AssertionError(
+        f"only {delivered(stack)} of {count} delivered in {timeout}s\n{stack.log_tail()}"
+    )
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+@dataclass
+class Tally:
+    scenario: str
+    injected: str
+    sent: int
+    deliveries: int
+    acknowledged: int
+    stored: int
+    answered: int
+    replied: int
+    audited: int
+    duplicates: dict[str, int]
+    mka1_responses: int
+    unrecorded_sends: int
+    seconds: float
+    problems: list[str]
+
+    def row(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def tally(
+    stack: Stack, sender: Sender, messages: list[Message], *, scenario: str, injected: str,
+    started: float, crash: bool = False,
+) -> Tally:  # fmt: skip
+    """Count what happened to `messages`, and list every way it falls short. A reply may
+    be repeated only when `crash` is set and the Graph API accepted a send whose wamid
+    the killed process never stored (the one at-least-once window, README)."""
+    app, sandbox = stack.database_url, stack.sandbox_database_url
+    wamids = {message.wamid for message in messages}
+    stored = [row[0] for row in query(app, "SELECT wamid FROM whatsapp_inboundmessage")]
+    states = dict(query(app, "SELECT state, COUNT(*) FROM multichannel_usermessage GROUP BY state"))
+    creates = "SELECT context FROM audit_auditevent WHERE action = 'responses.create'"
+    audited = [_json(row[0]).get("whatsapp_message_id") for row in query(app, creates)]
+    failed = query(app, "SELECT COUNT(*) FROM audit_auditevent WHERE action LIKE '%failed'")
+    recorded = {row[0] for row in query(app, "SELECT wamid FROM whatsapp_outboundmessage")}
+    sends = query(
+        sandbox,
+        "SELECT recipient, body, wamid FROM sandbox_sandboxgraphmessage WHERE kind = 'text' "
+        "ORDER BY id",
+    )
+    replies = [(recipient, _json(body)["text"]["body"]) for recipient, body, _ in sends]
+    responses = query(sandbox, "SELECT COUNT(*) FROM sandbox_sandboxresponse")
+
+    problems = []
+    if missing := wamids - sender.acknowledged:
+        problems.append(f"{len(missing)} never acknowledged")
+    if lost := (sender.acknowledged & wamids) - set(stored):
+        problems.append(f"{len(lost)} acknowledged but not stored: {sorted(lost)[:5]}")
+    if unanswered := wamids - set(audited):
+        problems.append(f"{len(unanswered)} stored but not answered: {sorted(unanswered)[:5]}")
+    if set(states) - {"delivered"}:
+        problems.append(f"message states {states}")
+    if failed[0][0]:
+        problems.append(f"{failed[0][0]} MKA1 failures audited (a reply said sorry)")
+    expected: dict[str, list[str]] = {}
+    for message in sorted(messages, key=lambda m: (m.wa_id, m.timestamp)):
+        expected.setdefault(message.wa_id, []).append(f"You said: {message.text}")
+    got: dict[str, list[str]] = {}
+    for recipient, text in replies:
+        if not got.get(recipient) or got[recipient][-1] != text:  # a resend repeats the last
+            got.setdefault(recipient, []).append(text)
+    if got != expected:
+        wrong = [user for user in expected if got.get(user) != expected[user]]
+        problems.append(f"replies missing or out of order for {len(wrong)} users, e.g. {wrong[:2]}")
+    duplicates = {
+        "stored": len(stored) - len(set(stored)),
+        "answered": len(audited) - len(set(audited)),
+        "replied": len(replies) - len(set(replies)),
+    }
+    unrecorded = sum(1 for _, _, wamid in sends if wamid not in recorded)
+    if duplicates["stored"] or duplicates["answered"]:
+        problems.append(f"duplicates {duplicates}")
+    if duplicates["replied"] > (unrecorded if crash else 0):
+        problems.append(
+            f"{duplicates['replied']} duplicate replies, only {unrecorded} explained by a send "
+            "the Graph API accepted just before the consumer died"
+        )
+    return Tally(
+        scenario=scenario,
+        injected=injected,
+        sent=len(messages),
+        deliveries=sender.deliveries,
+        acknowledged=len(sender.acknowledged & wamids),
+        stored=len(set(stored) & wamids),
+        answered=states.get("delivered", 0),
+        replied=len(set(replies)),
+        audited=len(audited),
+        duplicates=duplicates,
+        mka1_responses=int(responses[0][0]),
+        unrecorded_sends=unrecorded,
+        seconds=round(time.monotonic() - started, 1),
+        problems=problems,
+    )
+
+
+def settle(stack: Stack, result: Tally) -> None:
+    """Record the counts, then hold the scenario to them and to the audit chain."""
+    path = os.environ.get("FAULT_REPORT")
+    if path:
+        with open(path, "a") as report:
+            report.write(json.dumps(result.row()) + "\n")
+    assert result.problems == [], f"{result.problems}\n{stack.log_tail()}"
+    assert stack.manage("verify_audit").startswith("OK: ")
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    started: list[Stack] = []
+
+    def up(**kwargs: Any) -> Stack:
+        app_env = {**FAST_RECOVERY, **kwargs.pop("app_env", {})}
+        running = Stack(tmp_path, app_env=app_env, **kwargs)
+        started.append(running)
+        return running.up()
+
+    yield up
+    for running in started:
+        running.stop()
+
+
+# --- the scenarios ---------------------------------------------------------------------
+
+
+def test_consumer_killed_mid_batch_loses_and_repeats_nothing(stack: Callable[..., Stack]) -> None:
+    app = stack(sandbox_env={"SANDBOX_MKA1_LATENCY_MS": "150"})
+    started = time.monotonic()
+    messages = conversation("kill-consumer", users=24, per_user=5)
+    sender = Sender(f"{app.app_url}/whatsapp/webhook")
+    sender.send(in_rounds(messages))
+    wait_until_delivered(app, 30)
+    app.kill("consumer")  # SIGKILL: MKA1 calls and sends in flight, leases left behind
+    halfway = delivered(app)
+    app.start("consumer")
+    wait_until_delivered(app, len(messages))
+    result = tally(
+        app, sender, messages, scenario="consumer SIGKILLed mid-batch",
+        injected=f"SIGKILL to the consumer after {halfway} of {len(messages)} replies",
+        started=started, crash=True,
+    )  # fmt: skip
+    settle(app, result)
+
+
+def test_web_killed_while_webhooks_arrive_processes_every_acknowledged_message(
+    stack: Callable[..., Stack],
+) -> None:
+    app = stack()
+    started = time.monotonic()
+    messages = conversation("kill-web", users=20, per_user=6)
+    sender = Sender(f"{app.app_url}/whatsapp/webhook", threads=6)
+    sending = sender.send_in_background(in_rounds(messages), pace=0.02)
+    while len(sender.acknowledged) < 30:
+        time.sleep(0.05)
+    app.kill("web")  # SIGKILL to gunicorn and its workers, requests in flight
+    acknowledged_before = len(sender.acknowledged)
+    time.sleep(1)
+    app.start("web")
+    join_sender(sending)
+    wait_until_delivered(app, len(messages))
+    result = tally(
+        app, sender, messages, scenario="web server SIGKILLed under webhooks",
+        injected=f"SIGKILL to gunicorn after {acknowledged_before} acknowledgements, 1 s down",
+        started=started,
+    )  # fmt: skip
+    assert sender.failed_deliveries > 0  # the outage was real: Meta had to redeliver
+    settle(app, result)
+
+
+def test_mka1_errors_and_timeouts_for_a_while_delay_answers_but_lose_none(
+    stack: Callable[..., Stack],
+) -> None:
+    app = stack()
+    started = time.monotonic()
+    # Taken in order: ten 500s, ten 429s (Retry-After 1), then five calls that take
+    # longer than MKA1_TIMEOUT (the sandbox still stores them: orphan responses).
+    app.sandbox_fault("responses.create", "--status", "500", "--times", "10")
+    app.sandbox_fault("responses.create", "--status", "429", "--times", "10", "--retry-after", "1")
+    app.sandbox_fault("responses.create", "--delay-ms", "3000", "--times", "5")
+    messages = conversation("mka1-faults", users=10, per_user=6)
+    sender = Sender(f"{app.app_url}/whatsapp/webhook")
+    sender.send(in_rounds(messages))
+    wait_until_delivered(app, len(messages))
+    result = tally(
+        app, sender, messages, scenario="MKA1 500 / 429 / timeouts",
+        injected="10 x 500, 10 x 429 (Retry-After 1), 5 x 3 s delay (timeout 2 s)",
+        started=started,
+    )  # fmt: skip
+    settle(app, result)
+    # Each timed-out call may have left an orphan response at MKA1, never more.
+    assert len(messages) <= result.mka1_responses <= len(messages) + 5
+
+
+def test_graph_api_down_for_a_while_delivers_every_reply_once(
+    stack: Callable[..., Stack],
+) -> None:
+    app = stack()
+    started = time.monotonic()
+    app.sandbox_fault("graph.messages", "--status", "503", "--times", "40")
+    messages = conversation("graph-down", users=10, per_user=6)
+    sender = Sender(f"{app.app_url}/whatsapp/webhook")
+    sender.send(in_rounds(messages))
+    wait_until_delivered(app, len(messages))
+    result = tally(
+        app, sender, messages, scenario="Graph API down", injected="40 x 503 from /messages",
+        started=started,
+    )  # fmt: skip
+    settle(app, result)
+
+
+def test_duplicate_and_concurrent_deliveries_at_volume_are_answered_once(
+    stack: Callable[..., Stack],
+) -> None:
+    app = stack()
+    started = time.monotonic()
+    messages = conversation("duplicates", users=40, per_user=5)
+    # Every message three times, the copies racing each other, and Meta-style batches
+    # of five that overlap the singles; shuffled so copies land on different workers.
+    shuffle = random.Random(7).shuffle
+    rounds = []
+    for batches in in_rounds(messages):
+        batch = [single for [single] in batches]
+        batches = batches * 3 + [batch[i : i + 5] for i in range(0, len(batch), 5)]
+        shuffle(batches)
+        rounds.append(batches)
+    webhooks = sum(len(batches) for batches in rounds)
+    sender = Sender(f"{app.app_url}/whatsapp/webhook", threads=12)
+    sender.send(rounds)
+    wait_until_delivered(app, len(messages))
+    result = tally(
+        app, sender, messages, scenario="duplicate and concurrent deliveries",
+        injected=f"{webhooks} webhooks for {len(messages)} messages (3 racing copies "
+        "+ overlapping batches of 5)",
+        started=started,
+    )  # fmt: skip
+    assert result.deliveries >= webhooks
+    settle(app, result)
+
+
+def test_sqlite_locked_by_another_writer_loses_nothing(stack: Callable[..., Stack]) -> None:
+    app = stack(app_env={"SQLITE_BUSY_TIMEOUT": "1"})
+    started = time.monotonic()
+    messages = conversation("sqlite-locked", users=10, per_user=6)
+    sender = Sender(f"{app.app_url}/whatsapp/webhook", threads=4)
+    sending = sender.send_in_background(in_rounds(messages), pace=0.05)
+    path = app.database_url.removeprefix("sqlite:///")
+    for _ in range(2):
+        time.sleep(0.5)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # holds the write lock longer than the timeout
+        time.sleep(3)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    join_sender(sending)
+    wait_until_delivered(app, len(messages))
+    result = tally(
+        app, sender, messages, scenario="SQLite locked / busy",
+        injected="another writer holds the write lock 2 x 3 s (busy timeout 1 s)",
+        started=started,
+    )  # fmt: skip
+    assert sender.failed_deliveries > 0  # some webhooks really hit the lock
+    settle(app, result)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """A Redis server of this test's own (it is killed and restarted here), no disk."""
+    need(shutil.which("redis-server") is not None, "redis-server is not installed")
+    port = free_port()
+    servers: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(tmp_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        servers.append(server)
+        deadline = time.monotonic() + 10
+        while not reachable("127.0.0.1", port):
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        return server
+
+    start.port = port  # type: ignore[attr-defined]
+    yield start
+    for server in servers:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def test_redis_restarted_under_load_on_postgres_loses_nothing(
+    stack: Callable[..., Stack], private_redis: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    need(reachable("127.0.0.1", 5432), "PostgreSQL is not running on 127.0.0.1:5432")
+    redis_server = private_redis()
+    redis_url = f"redis://127.0.0.1:{private_redis.port}/0"  # type: ignore[attr-defined]
+    with postgres_database("mc_fault") as database_url:
+        app = stack(
+            database_url=database_url,
+            redis_url=redis_url,
+            sandbox_env={"SANDBOX_MKA1_LATENCY_MS": "100"},
+        )
+        started = time.monotonic()
+        messages = conversation("redis-restart", users=20, per_user=5)
+        sender = Sender(f"{app.app_url}/whatsapp/webhook", threads=4)
+        sending = sender.send_in_background(in_rounds(messages), pace=0.03)
+        while len(sender.acknowledged) < 30:
+            time.sleep(0.05)
+        redis_server.send_signal(signal.SIGKILL)  # queued and scheduled tasks are gone
+        redis_server.wait()
+        time.sleep(2)
+        private_redis()
+        join_sender(sending)
+        wait_until_delivered(app, len(messages), timeout=180)
+        result = tally(
+            app, sender, messages, scenario="Redis restarted under load (PostgreSQL + Redis)",
+            injected="SIGKILL to Redis (no persistence) after 30 acknowledgements, 2 s down",
+            started=started,
+        )  # fmt: skip
+        settle(app, result)
+        app.stop()
