@@ -74,7 +74,12 @@ def lease_acquire(end_user_id: str, owner: str) -> bool:
 
 
 def lease_release(end_user_id: str, owner: str) -> None:
-    ProcessingLease.objects.filter(end_user_id=end_user_id, owner=owner).delete()
+    # A lease left behind would keep everyone off this user's messages until it expires.
+    stored_despite_outage(
+        ProcessingLease.objects.filter(end_user_id=end_user_id, owner=owner).delete,
+        what=f"the release of the lease on {end_user_id}",
+        wait=client().wait,
+    )
 
 
 # --- the loop ----------------------------------------------------------------------

@@ -350,6 +350,28 @@ def test_an_answer_from_mka1_is_stored_through_a_locked_database_not_asked_again
     assert no_backoff_sleep == [0.2]
 
 
+def test_a_lease_is_released_through_a_locked_database(
+    receive, monkeypatch, no_backoff_sleep: list[float]
+) -> None:
+    from django.db import OperationalError
+    from django.db.models import QuerySet
+
+    original = QuerySet.delete
+    failures = iter([True])
+
+    def locked_once(queryset: QuerySet) -> tuple[int, dict[str, int]]:
+        if queryset.model is ProcessingLease and next(failures, False):
+            raise OperationalError("database is locked")
+        return original(queryset)
+
+    monkeypatch.setattr(QuerySet, "delete", locked_once)
+    receive(wa.message_event(text="released late"))
+    assert sent_texts() == ["You said: released late"]
+    # Left behind, the lease would keep the user's next message waiting until it expired.
+    assert not ProcessingLease.objects.exists()
+    assert no_backoff_sleep == [0.2]
+
+
 # --- crashes -----------------------------------------------------------------------------
 
 
