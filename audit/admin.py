@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin
+from django.db import connections
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.template.response import TemplateResponse
@@ -17,7 +18,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from audit.evidence import CONDITIONS, LABELS, cross_channel_pairs
-from audit.jsonl import SEED_KEYS, values_line
+from audit.jsonl import SEED_KEYS, seed_fields_and_line
 from audit.models import AuditEvent
 from multichannel.admin import ReadOnlyAdmin
 
@@ -26,9 +27,10 @@ def jsonl_download(events: QuerySet[AuditEvent], filename: str) -> StreamingHttp
     """The same bytes `export_audit` writes for this selection, streamed."""
 
     def lines() -> Iterator[bytes]:
-        rows = events.order_by("sequence").values_list(*SEED_KEYS)
+        fields, line = seed_fields_and_line(connections[events.db])
+        rows = events.order_by("sequence").values_list(*fields)
         for row in rows.iterator(chunk_size=2000):
-            yield (values_line(row) + "\n").encode()
+            yield (line(row) + "\n").encode()
 
     response = StreamingHttpResponse(lines(), content_type="application/x-ndjson; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

@@ -1,9 +1,15 @@
 """The audit JSONL format: one event per line, keys in the seed guide's order."""
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any
+
+from django.conf import settings
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field, Func
+from django.db.models.sql.compiler import SQLCompiler
 
 from audit.integrity import canonical_context
 from audit.models import AuditEvent
@@ -21,8 +27,25 @@ SEED_KEYS = (
 
 
 def format_timestamp(moment: datetime) -> str:
+    """UTC, milliseconds (truncated), `Z`. The content digests of the hash chain cover
+    this text, so it must never change for any input."""
     moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    if moment.year < 1000:
+        # isoformat() pads the year to four digits; strftime's %Y does not on glibc.
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # Same text as the strftime above, without time.strftime's round trip (about 40 %
+    # less time per call): "2026-03-30T19:10:14.412+00:00" less the offset, plus "Z".
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def format_utc_wall_clock(moment: datetime) -> str:
+    """format_timestamp for a naive datetime that is UTC wall-clock time (what
+    `UtcTimestamp` selects); an aware one is converted as usual."""
+    if moment.tzinfo is None:
+        if moment.year >= 1000:
+            return moment.isoformat(timespec="milliseconds") + "Z"
+        moment = moment.replace(tzinfo=UTC)
+    return format_timestamp(moment)
 
 
 # One encoder for every field: json.dumps(..., ensure_ascii=False) builds a new encoder
@@ -42,17 +65,92 @@ def values_line(values: Sequence[Any]) -> str:
     order, as `values_list(*SEED_KEYS)` gives them: exporting plain rows rather than
     model instances halves the cost of a large export. `full_response` is already
     compact JSON text in the row, so it is spliced in as-is rather than re-dumped."""
-    moment, channel, action, end_user_id, response_id, conversation_id, previous, full = values
-    return _LINE % (
-        _value(format_timestamp(moment)),
-        _value(channel),
-        _value(action),
-        _value(end_user_id),
-        _value(response_id),
-        _value(conversation_id),
-        _value(previous),
-        full,
-    )
+    return _line(format_timestamp(values[0]), values)
+
+
+def utc_values_line(values: Sequence[Any]) -> str:
+    """values_line for rows selected with `utc_seed_fields()`: the timestamp is naive UTC
+    wall-clock time. The line is the same text values_line writes for the event."""
+    return _line(format_utc_wall_clock(values[0]), values)
+
+
+def _line(timestamp: str, values: Sequence[Any]) -> str:
+    _, channel, action, end_user_id, response_id, conversation_id, previous, full = values
+    try:
+        # The string fields straight through the C escaper: JSONEncoder.encode() does
+        # exactly this for a str, after a Python call and an isinstance check per field.
+        # A formatted timestamp has nothing to escape.
+        return _LINE % (
+            '"' + timestamp + '"',
+            encode_basestring(channel),
+            encode_basestring(action),
+            encode_basestring(end_user_id),
+            "null" if response_id is None else encode_basestring(response_id),
+            "null" if conversation_id is None else encode_basestring(conversation_id),
+            "null" if previous is None else encode_basestring(previous),
+            full,
+        )
+    except TypeError:  # a value that is not a string (or None): the general encoder
+        return _LINE % (
+            _value(timestamp),
+            _value(channel),
+            _value(action),
+            _value(end_user_id),
+            _value(response_id),
+            _value(conversation_id),
+            _value(previous),
+            full,
+        )
+
+
+class UtcTimestamp(Func):
+    """The event's timestamp as naive UTC wall-clock time, decoded by the database driver
+    alone. On PostgreSQL `AT TIME ZONE 'UTC'` makes it a plain `timestamp`, which
+    psycopg's C loader reads (Django's loader for `timestamptz` is Python code, and was
+    about two thirds of the export's fetch time); on SQLite the column already holds UTC
+    wall-clock text (see `utc_wall_clock_selectable`) and the untyped output field skips
+    Django's per-row make_aware converter (half of the fetch time there). Format it
+    with `format_utc_wall_clock`."""
+
+    template = "%(expressions)s"
+    arity = 1
+    output_field = Field()
+
+    def __init__(self) -> None:
+        super().__init__("timestamp")
+
+    def as_postgresql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> Any:
+        return self.as_sql(
+            compiler, connection, template="(%(expressions)s AT TIME ZONE 'UTC')", **extra_context
+        )
+
+
+def utc_wall_clock_selectable(connection: BaseDatabaseWrapper) -> bool:
+    """Whether `UtcTimestamp` selects UTC wall-clock time on this connection: always on
+    PostgreSQL; on SQLite when Django stores naive UTC there (USE_TZ with the
+    connection's time zone UTC, the default)."""
+    if not settings.USE_TZ:
+        return False
+    if connection.vendor == "postgresql":
+        return True
+    return connection.vendor == "sqlite" and connection.timezone_name == "UTC"
+
+
+# What to select for utc_values_line (when utc_wall_clock_selectable).
+def utc_seed_fields() -> tuple[Any, ...]:
+    return (UtcTimestamp(), *SEED_KEYS[1:])
+
+
+def seed_fields_and_line(
+    connection: BaseDatabaseWrapper,
+) -> tuple[tuple[Any, ...], Callable[[Sequence[Any]], str]]:
+    """What to select with `values_list` on this connection, and the function that
+    turns each row into its seed line: the fastest pair that writes the same text."""
+    if utc_wall_clock_selectable(connection):
+        return utc_seed_fields(), utc_values_line
+    return SEED_KEYS, values_line
 
 
 def event_line(event: AuditEvent) -> str:

@@ -1,4 +1,5 @@
-"""Wall time and peak memory of `manage.py export_audit --output` as the audit table grows.
+"""Wall time and peak memory of `manage.py export_audit --output` as the audit table grows,
+and its speed against the database's own fastest JSON dump of the same table.
 
     DEBUG=true DATABASE_URL=sqlite:////tmp/bench.sqlite3 \\
         .venv/bin/python bench/export_memory.py --events 1000000
@@ -7,6 +8,23 @@ Migrates the database named by DATABASE_URL, grows its audit table to each size 
 (10k, 100k, 1M, up to --events) and, at each size, exports every event with one
 `export_audit --output` subprocess, reporting its wall time and peak RSS. A flat RSS
 column is the point: the export streams rows instead of loading them.
+
+At each size the same table is also dumped as JSON lines by the database itself, the
+fastest way it offers, into a file: on SQLite a `json_object(...)` query through the
+`sqlite3` command-line shell (`apt-get install sqlite3` if it is missing); on
+PostgreSQL `COPY (SELECT row_to_json(t) FROM (...) t) TO STDOUT` through `psql`
+(`apt-get install postgresql-client`; without psql, psycopg's `cursor.copy` in a bare
+Python process). The dump selects the seed guide's eight keys in the same order, the
+timestamp formatted the same way (milliseconds, `Z`) and `full_response` embedded as
+JSON, ordered by sequence, so it does the export's work without the export's Python.
+CSV mode with control characters as quote and delimiter keeps COPY from escaping
+backslashes. Both are timed the same way: the wall time of one subprocess, started by
+the same helper. "export / dump" is the ratio of the two wall times; "same bytes" says
+whether the dump's file is byte-for-byte the export's (with these rows it is, on both
+databases; on other rows SQLite's could differ: its `json()` re-serialises
+`full_response`, and its `strftime('%f')` rounds sub-millisecond parts where the export
+cuts them off; these timestamps are whole milliseconds). Both walls include process
+start-up; the 0-events row shows it (Django's is about a second).
 
 The database must be a scratch one with no audit events in it: the rows are inserted
 with raw SQL (the ORM refuses bulk writes to the ledger on purpose) and never removed.
@@ -17,13 +35,15 @@ is the largest over every child reaped so far (one early export would hide the l
 ones), and a child's ru_maxrss also counts the parent's memory at fork time, which
 survives exec (this script's own RSS, swollen by the inserts, showed up as the
 export's). The helper is fresh for each export and imports nothing but the standard
-library, so its RUSAGE_CHILDREN figure is the export's own.
+library, so its RUSAGE_CHILDREN figure is the export's own (and the dump's).
 """
 
 import argparse
+import filecmp
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,6 +63,7 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 
+from audit.jsonl import SEED_KEYS  # noqa: E402
 from audit.models import AuditEvent  # noqa: E402
 from tests.audit_rows import chain_placeholders, insert_audit_rows  # noqa: E402
 
@@ -139,25 +160,30 @@ def count_lines(path: Path) -> int:
     return lines
 
 
-# Runs argv[1:], then prints its wall seconds, peak RSS (KiB) and exit status as JSON.
+# Runs argv[2:] with its stdout written to the file argv[1] (discarded when argv[1] is
+# empty), then prints its wall seconds, peak RSS (KiB) and exit status as JSON.
 MEASURE = """
 import json, resource, subprocess, sys, time
-started = time.perf_counter()
-status = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+with open(sys.argv[1] or "/dev/null", "wb") as out:
+    started = time.perf_counter()
+    status = subprocess.run(sys.argv[2:], stdout=out).returncode
+    elapsed = time.perf_counter() - started
 print(json.dumps([
-    time.perf_counter() - started,
+    elapsed,
     resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
     status,
 ]))
 """
 
 
-def export_once(output: Path) -> tuple[float, int]:
-    """Run one export subprocess; return (wall seconds, peak RSS in KiB)."""
-    export = [sys.executable, str(ROOT / "manage.py"), "export_audit", "--output", str(output)]
+def measure(
+    command: list[str], stdout: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[float, int]:
+    """Run one command under the MEASURE helper; return (wall seconds, peak RSS in KiB)."""
     result = subprocess.run(
-        [sys.executable, "-c", MEASURE, *export],
+        [sys.executable, "-c", MEASURE, str(stdout or ""), *command],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         check=False,
@@ -166,8 +192,95 @@ def export_once(output: Path) -> tuple[float, int]:
         raise SystemExit(f"measuring failed: {result.stderr}")
     elapsed, peak_kib, status = json.loads(result.stdout)
     if status:
-        raise SystemExit(f"export failed ({status}): {result.stderr}")
+        raise SystemExit(f"{command[0]} failed ({status}): {result.stderr}")
     return float(elapsed), int(peak_kib)
+
+
+def export_once(output: Path) -> tuple[float, int]:
+    """Run one export subprocess; return (wall seconds, peak RSS in KiB)."""
+    return measure(
+        [sys.executable, str(ROOT / "manage.py"), "export_audit", "--output", str(output)]
+    )
+
+
+def column(name: str) -> str:
+    columns = {field.name: field.column for field in AuditEvent._meta.concrete_fields}
+    return connection.ops.quote_name(columns[name])
+
+
+def sqlite_dump_query() -> str:
+    """One `json_object(...)` per event, the seed guide's keys in order."""
+    pieces = []
+    for key in SEED_KEYS:
+        value = column(key)
+        if key == "timestamp":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC)
+            value = f"strftime('%Y-%m-%dT%H:%M:%fZ', {value})"
+        elif key == "full_response":
+            value = f"json({value})"
+        pieces.append(f"'{key}', {value}")
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    return f"SELECT json_object({', '.join(pieces)}) FROM {table} ORDER BY {column('sequence')}"
+
+
+def postgres_dump_query() -> str:
+    """`COPY ... TO STDOUT` of one `row_to_json` per event, the seed guide's keys in order.
+    CSV with control characters as quote and delimiter: text-format COPY would double
+    every backslash in the JSON."""
+    pieces = []
+    for key in SEED_KEYS:
+        value = column(key)
+        if key == "timestamp":
+            value = f"""to_char({value} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
+        elif key == "full_response":
+            value = f"{value}::json"
+        pieces.append(f'{value} AS "{key}"')
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    inner = f"SELECT {', '.join(pieces)} FROM {table} ORDER BY {column('sequence')}"
+    return (
+        f"COPY (SELECT row_to_json(t) FROM ({inner}) t) TO STDOUT "
+        "WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"
+    )
+
+
+# Without psql: the same COPY through psycopg, in a process that imports nothing else.
+PSYCOPG_COPY = """
+import sys, psycopg
+out = sys.stdout.buffer
+with psycopg.connect() as db, db.cursor().copy(sys.argv[1]) as copy:
+    for block in copy:
+        out.write(block)
+"""
+
+
+def dump_command() -> tuple[str, list[str], dict[str, str]]:
+    """(how, command, environment) for the database's own JSON dump of the audit table."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        sqlite = shutil.which("sqlite3")
+        if sqlite is None:
+            raise SystemExit("the sqlite3 shell is missing: apt-get install sqlite3")
+        command = [sqlite, "-readonly", "-batch", str(db["NAME"]), sqlite_dump_query()]
+        return "sqlite3 json_object", command, dict(os.environ)
+    if connection.vendor != "postgresql":
+        raise SystemExit(f"no JSON dump for {connection.vendor}")
+    env = dict(os.environ)
+    for key, name in (
+        ("PGHOST", "HOST"),
+        ("PGPORT", "PORT"),
+        ("PGUSER", "USER"),
+        ("PGPASSWORD", "PASSWORD"),
+        ("PGDATABASE", "NAME"),
+    ):
+        if db.get(name):
+            env[key] = str(db[name])
+    psql = shutil.which("psql")
+    if psql is not None:
+        return "psql COPY row_to_json", [psql, "-X", "-q", "-c", postgres_dump_query()], env
+    return (
+        "psycopg copy row_to_json (no psql: apt-get install postgresql-client)",
+        [sys.executable, "-c", PSYCOPG_COPY, postgres_dump_query()],
+        env,
+    )
 
 
 def main() -> None:
@@ -190,13 +303,19 @@ def main() -> None:
         row = cursor.fetchone()
     server = f"{connection.vendor} {row[0] if row else '?'}"
     print(f"python {platform.python_version()}, {server}, {os.cpu_count()} CPUs")
-    print(f"full_response {len(FULL_RESPONSE.encode())} bytes per event")
+    how, dump, dump_env = dump_command()
+    print(f"full_response {len(FULL_RESPONSE.encode())} bytes per event; dump: {how}")
     print()
-    print("| events | insert s | export wall s | events/s | peak RSS MiB | output MiB |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    header = (
+        "| events | insert s | export wall s | events/s | peak RSS MiB | output MiB "
+        "| dump wall s | dump events/s | dump MiB | export / dump | same bytes |"
+    )
+    print(header)
+    print("|" + "---:|" * (header.count("|") - 1))
 
     with tempfile.TemporaryDirectory(prefix="export-bench-") as scratch:
         output = Path(scratch) / "audit.jsonl"
+        dumped = Path(scratch) / "dump.jsonl"
         have = 0
         for size in [0, *sizes_up_to(args.events)]:
             started = time.perf_counter()
@@ -207,13 +326,22 @@ def main() -> None:
             lines = count_lines(output)
             if lines != size:
                 raise SystemExit(f"exported {lines} lines for {size} events")
+            dump_elapsed, _ = measure(dump, stdout=dumped, env=dump_env)
+            if count_lines(dumped) != size:
+                raise SystemExit(f"the dump wrote {count_lines(dumped)} lines for {size} events")
+            same = "yes" if filecmp.cmp(output, dumped, shallow=False) else "no"
             rate = f"{size / elapsed:,.0f}" if size else "-"
+            dump_rate = f"{size / dump_elapsed:,.0f}" if size else "-"
+            ratio = f"{elapsed / dump_elapsed:.1f}x" if size else "-"
             print(
                 f"| {size:,} | {inserted:.1f} | {elapsed:.1f} | {rate} | "
-                f"{peak_kib / 1024:.1f} | {output.stat().st_size / 2**20:.1f} |",
+                f"{peak_kib / 1024:.1f} | {output.stat().st_size / 2**20:.1f} | "
+                f"{dump_elapsed:.2f} | {dump_rate} | {dumped.stat().st_size / 2**20:.1f} | "
+                f"{ratio} | {same} |",
                 flush=True,
             )
             output.unlink()
+            dumped.unlink()
 
     print()
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

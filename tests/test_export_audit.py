@@ -5,6 +5,7 @@ import errno
 import io
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.conf import settings
@@ -21,7 +23,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from audit.jsonl import SEED_KEYS, event_line, values_line
+from audit import jsonl
+from audit.jsonl import SEED_KEYS, event_line, format_timestamp, values_line
 from audit.management.commands import export_audit
 from audit.models import AuditEvent
 from audit.services import audit_event_record
@@ -198,6 +201,66 @@ def test_strings_are_json_escaped_but_non_ascii_is_not() -> None:
     assert json.loads(line)["end_user_id"] == 'Zoë "quoted" \\ tab\t'
 
 
+def test_format_timestamp_is_the_strftime_text_for_any_moment() -> None:
+    # The hash chain's digests cover this text: the isoformat() shortcut must give the
+    # strftime text it replaced, byte for byte, naive or aware, any year.
+    def by_strftime(moment: datetime) -> str:
+        moment = moment.astimezone(UTC)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+    rng = random.Random(20260330)
+    zones = [None, UTC, ZoneInfo("Europe/Berlin"), ZoneInfo("America/St_Johns")]
+    moments = [
+        datetime(2026, 3, 30, 19, 10, 14, 999999, tzinfo=UTC),
+        datetime(999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),
+        datetime(1000, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    for _ in range(2000):
+        moments.append(
+            datetime(
+                rng.randint(2, 9998), rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23),
+                rng.randint(0, 59), rng.randint(0, 59), rng.randint(0, 999999),
+                tzinfo=rng.choice(zones),
+            )
+        )  # fmt: skip
+    for moment in moments:
+        assert format_timestamp(moment) == by_strftime(moment), moment
+
+
+def test_the_fast_export_path_writes_what_values_line_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The export selects the timestamp as UTC wall-clock time (decoded by the driver
+    # alone); the lines must be values_line's for the same events, at the edges of the
+    # timestamp format too: sub-millisecond parts cut, not rounded; another time zone;
+    # a year before 1000.
+    moments = [
+        datetime(2026, 3, 30, 19, 10, 14, 999999, tzinfo=UTC),
+        datetime(2026, 3, 30, 19, 10, 14, 1000, tzinfo=UTC),
+        datetime(2026, 3, 30, 21, 10, 14, 412, tzinfo=ZoneInfo("Europe/Berlin")),
+        datetime(2026, 12, 31, 23, 59, 59, 999500, tzinfo=UTC),
+        datetime(2026, 3, 29, 0, 0, tzinfo=UTC),
+        datetime(999, 1, 2, 3, 4, 5, 6000, tzinfo=UTC),
+    ]
+    for n, moment in enumerate(moments):
+        audit_event_record(
+            timestamp=moment,
+            channel="whatsapp",
+            action="responses.create",
+            end_user_id=f'Zoë "{n}" \\ \t',
+            response_id=None if n % 2 else f"resp_{n}",
+            conversation_id=None if n % 3 else f"conv_{n}",
+            previous_response_id=f"resp_{n - 1}" if n else None,
+            full_response={"n": n, "text": "São Paulo 🌤"},
+        )
+    rows = AuditEvent.objects.order_by("sequence").values_list(*SEED_KEYS)
+    expected = "".join(values_line(row) + "\n" for row in rows)
+    assert export() == expected
+    monkeypatch.setattr(jsonl, "utc_wall_clock_selectable", lambda connection: False)
+    assert export() == expected
+
+
 # --- filters ----------------------------------------------------------------------
 
 T0 = datetime(2026, 3, 30, 19, 10, 14, tzinfo=UTC)
@@ -304,15 +367,25 @@ def test_output_file_holds_exactly_the_lines(tmp_path: Path) -> None:
 def fail_after(lines: int, exc: BaseException, monkeypatch: pytest.MonkeyPatch) -> None:
     written = 0
 
-    def failing_line(values: Any) -> str:
-        nonlocal written
-        if written == lines:
-            raise exc
-        written += 1
-        return values_line(values)
+    def failing(line: Any) -> Any:
+        def failing_line(values: Any) -> str:
+            nonlocal written
+            if written == lines:
+                raise exc
+            written += 1
+            return str(line(values))
 
-    # The command imported the name; patch it where it is looked up.
-    monkeypatch.setattr(export_audit, "values_line", failing_line)
+        return failing_line
+
+    # Whichever line function the database gets (utc_values_line on SQLite and
+    # PostgreSQL), it fails after `lines` lines.
+    choose = jsonl.seed_fields_and_line
+
+    def failing_choice(connection: Any) -> tuple[Any, Any]:
+        fields, line = choose(connection)
+        return fields, failing(line)
+
+    monkeypatch.setattr(export_audit, "seed_fields_and_line", failing_choice)
 
 
 @pytest.mark.usefixtures("events")

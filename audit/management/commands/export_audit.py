@@ -1,15 +1,22 @@
 import io
 import sys
+from collections.abc import Callable, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO, cast
 
 from django.core.management.base import CommandError, CommandParser
+from django.db import connections
 
-from audit.jsonl import INTEGRITY_FIELDS, SEED_KEYS, integrity_line, values_line
+from audit.jsonl import INTEGRITY_FIELDS, SEED_KEYS, integrity_line, seed_fields_and_line
 from audit.selectors import AuditFilter, audit_events_filter
 from multichannel.cli import StrictCommand, atomic_output, non_empty, utc_datetime
 
 CHUNK = 2000
+# Lines formatted with one map() and written with one call (a few hundred KiB): far
+# fewer Python calls than two writes per line, and no measurable memory on top of the
+# fetched chunk (2,000 lines per write added 8 MiB of peak RSS for no more speed).
+LINES_PER_WRITE = 200
 PROGRESS_EVERY = 10_000
 
 
@@ -76,18 +83,22 @@ class Command(StrictCommand):
         show_progress = self.stderr.isatty()
         total = events.count() if show_progress else 0
         count = 0
+        fields: tuple[Any, ...]
+        line: Callable[[Sequence[Any]], str]
+        if self.with_integrity:
+            fields, line = (*SEED_KEYS, *INTEGRITY_FIELDS), integrity_line
+        else:
+            fields, line = seed_fields_and_line(connections[events.db])
         # iterator(): a server-side cursor on PostgreSQL, chunked fetches on SQLite;
         # memory stays flat whatever the number of events.
-        fields, line = (
-            ((*SEED_KEYS, *INTEGRITY_FIELDS), integrity_line)
-            if self.with_integrity
-            else (SEED_KEYS, values_line)
-        )
-        for row in events.values_list(*fields).iterator(chunk_size=CHUNK):
-            handle.write(line(row))
-            handle.write("\n")
-            count += 1
-            if show_progress and count % PROGRESS_EVERY == 0:
+        rows = events.values_list(*fields).iterator(chunk_size=CHUNK)
+        while batch := list(islice(rows, LINES_PER_WRITE)):
+            lines = list(map(line, batch))
+            lines.append("")
+            handle.write("\n".join(lines))
+            shown = count // PROGRESS_EVERY
+            count += len(batch)
+            if show_progress and count // PROGRESS_EVERY > shown:
                 sys.stderr.write(f"\r{count}/{total} events")
         if show_progress and count >= PROGRESS_EVERY:
             sys.stderr.write("\n")
