@@ -1,0 +1,729 @@
+"""Webhook ingest of the production server: signed WhatsApp webhooks at rising rates.
+
+    .venv/bin/python bench/webhook_ingest.py --db sqlite
+    .venv/bin/python bench/webhook_ingest.py --db postgres \\
+        --rates 50 100 200 400 800 --seconds 30 --unthrottled 30000
+
+What runs. gunicorn with the product's own configuration (`-c python:multichannel.gunicorn
+multichannel.wsgi`; workers and threads are its defaults unless --workers/--threads) in
+the production profile: DEBUG=false, SANDBOX=false, SECURE_SSL_REDIRECT=false,
+ALLOWED_HOSTS=127.0.0.1, obviously fake secrets, JSON logs and the access log into a
+file in the scratch directory. `--db sqlite` puts the database and the Huey queue in two
+SQLite files there; `--db postgres` uses a new scratch PostgreSQL database (dropped at
+the end) and Redis db 13 (flushed before and after; override with BENCH_POSTGRES_URL,
+BENCH_REDIS_URL). No queue consumer runs: the tasks the webhook enqueues pile up, only
+ingest is measured. gunicorn runs with DJANGO_SETTINGS_MODULE=bench.bare_settings
+(the product's settings and URLs plus `POST /bench/bare`, which reads the body and
+answers 200 "ok"), so the webhook and a bare Django view are served by the same
+processes, middleware and configuration for the whole run.
+
+The load. wrk, a separate process on loopback, runs bench/webhook_ingest.lua once per
+stage. Every request body is generated here beforehand, with a unique WhatsApp message
+id and its X-Hub-Signature-256, into one file per wrk thread; the Lua script sends each
+exactly once, at the stage's target rate (evenly spaced send slots per thread; the
+final stage is unthrottled: wrk's connections send as fast as they are answered), and
+stops a thread when everything it had was answered. The mix follows the sizing rule
+"3 x outgoing + incoming": per reply we send, Meta posts three statuses (sent,
+delivered, read), so every stage sends one text-message webhook for every three status
+webhooks. The statuses name OutboundMessage rows created before the run (one per text
+in the stage, each with its own UserMessage), so they really update rows; each row's
+three statuses are spread about 200 requests apart, in order. Texts come from
+--users senders known beforehand (their WhatsApp identity exists, as for most
+traffic). A first stage sends --unthrottled requests to the bare view (same bodies and
+headers, never stored): its requests/s is the ceiling each stage is compared with
+("% of bare"); it also warms the workers up.
+
+Checks after each stage (the script exits non-zero if one fails):
+
+- lost: texts answered 200 whose message is not stored (InboundMessage by wamid);
+  must be 0. "stored / acked" shows both counts (stored may exceed acked when an
+  answer did not arrive or was not 200 although the message was committed);
+- duplicated: a message id stored twice (UserMessage rows per WhatsApp id, beyond one;
+  also every InboundMessage must have its UserMessage); must be 0;
+- statuses: every OutboundMessage of the stage must be at least as far as the most
+  advanced status webhook answered 200 for it (all "read" when every status got 200);
+- tasks enqueued: the queue grew by one task per stored text (reported, not fatal: the
+  product's periodic recovery re-queues from the database).
+
+Columns. "target" is the stage's rate in requests/s (max = unthrottled); "achieved" is
+the requests answered over the stage's span (first request sent to last answer, across
+wrk's threads); p50/p99 are percentiles of each request's latency, from the moment the
+Lua script hands it to wrk to its complete answer (raw: wrk's own histogram, which it
+corrects for coordinated omission, is only in the JSON wrk leaves in the scratch
+directory); "> 200 ms" counts answers slower than 200 ms, the issue's goal; "non-200"
+counts non-200 answers plus requests that got no answer (socket errors; wrk's
+--timeout count is in the second table); "gunicorn CPU" is the user+system time of the
+gunicorn master and all its workers (reaped ones included, from /proc) over the stage,
+as a share of one core, and "ms CPU/req" the same per answered request; "restarts"
+counts workers booted during the stage (the config recycles a worker after about
+max_requests requests; each boot loads Django again: --max-requests 0 shows the
+difference). The second table gives, per stage, its wall time (wrk started to wrk
+exited: the window of every CPU share), the CPU of wrk (its rusage), of
+PostgreSQL (the postmaster and all its backends: on a shared machine other databases'
+work counts too) and Redis, and how busy the whole machine was: together they say
+whether the server's workers, the load generator or the database is the limit. Two
+summary lines compare the unthrottled stage with the issue's goal (~2,000 webhook
+requests/s answered under 200 ms at the 1,000 mps tier) and estimate the rate the
+machine's cores could give gunicorn alone, from its CPU per request.
+
+wrk's connections (--connections, over --wrk-threads threads) are opened once per stage
+and kept alive; at the lowest rate each one must send more often than gunicorn's
+keep-alive timeout (5 s), which the script checks.
+
+Everything lives in a temporary directory, removed at the end (--keep keeps it, with
+the gunicorn and wrk logs). Short stages are noisy: --seconds 30 and --unthrottled
+30000 on a quiet machine for numbers worth writing down.
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import benchkit  # noqa: E402
+
+LUA = ROOT / "bench" / "webhook_ingest.lua"
+WEBHOOK = "/whatsapp/webhook"
+BARE = "/bench/bare"
+STATUSES = ("sent", "delivered", "read")
+RANK = {"accepted": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
+STATUS_SPACING = 50  # a row's next status comes this many status webhooks later
+SLOW_MS = 200  # the issue's goal: answered under 200 ms
+KEEPALIVE = 5  # seconds; multichannel/gunicorn.py
+
+
+@dataclass
+class Stage:
+    number: int
+    rate: int  # requests/s; 0 = unthrottled
+    count: int
+    bare: bool = False
+    # request id -> wamid of the text it carries
+    texts: dict[str, str] = field(default_factory=dict)
+    # request id -> (outbound wamid, status)
+    statuses: dict[str, tuple[str, str]] = field(default_factory=dict)
+    outbound: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        if self.bare:
+            return "bare view, max"
+        return str(self.rate) if self.rate else "max"
+
+    def text_wamid(self, i: int) -> str:
+        return f"wamid.BENCH{self.number:02d}T{i:07d}"
+
+    def outbound_wamid(self, i: int) -> str:
+        return f"wamid.BENCH{self.number:02d}O{i:07d}"
+
+
+@dataclass
+class Result:
+    stage: Stage
+    wall: float
+    achieved: float
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    slow: int
+    non_200: int
+    unanswered: int
+    errors: dict[str, int]
+    codes: dict[str, int]
+    cpu: dict[str, float | None]
+    wrk_cpu: float
+    restarts: int
+    log_problems: int
+    acked_texts: int = 0
+    stored_texts: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    statuses_ok: int = 0
+    statuses_total: int = 0
+    enqueued: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+# --- request bodies -------------------------------------------------------------------
+
+
+def phone(user: int) -> str:
+    return f"1555{user:07d}"
+
+
+def text_body(wa: Any, wamid: str, sender: str, i: int, timestamp: int) -> bytes:
+    event = wa.message_event(
+        wa_id=sender,
+        text=f"Hello, this is benchmark question number {i}. What are your opening hours?",
+        message_id=wamid,
+        timestamp=timestamp,
+        name=f"Bench User {sender[-4:]}",
+    )
+    return bytes(wa.encode(wa.webhook_payload([event])))
+
+
+def status_body(wa: Any, wamid: str, status: str, recipient: str, timestamp: int) -> bytes:
+    event = wa.status_event(wamid, status, recipient_id=recipient, timestamp=timestamp)
+    if status != "read":  # Meta adds the conversation and pricing to sent/delivered
+        event["conversation"] = {"id": "bench" + wamid[-12:], "origin": {"type": "service"}}
+        event["pricing"] = {"billable": True, "pricing_model": "PMP", "category": "service"}
+    return bytes(wa.encode(wa.webhook_payload(statuses=[event])))
+
+
+def stage_write(stage: Stage, users: int, threads: int, prefix: Path) -> None:
+    """One file per wrk thread: request id, path, signature, body (tab-separated)."""
+    from multichannel.sandbox import whatsapp as wa
+
+    now = int(time.time())
+    lines: list[str] = []
+
+    def add(request_id: str, path: str, body: bytes) -> None:
+        signature = wa.sign(body, benchkit.APP_SECRET)
+        lines.append(f"{request_id}\t{path}\t{signature}\t{body.decode()}")
+
+    if stage.bare:
+        for i in range(stage.count):
+            body = text_body(wa, stage.text_wamid(i), phone(i % users), i, now)
+            add(f"bare.{stage.number}.{i}", BARE, body)
+    else:
+        n = stage.count // 4
+        stage.outbound = [stage.outbound_wamid(i) for i in range(n)]
+        # Statuses in waves: row j's "sent", then row j-d's "delivered", then row
+        # j-2d's "read"; one text after every three statuses.
+        order: list[tuple[int, str]] = []
+        for j in range(n + 2 * STATUS_SPACING):
+            for step, status in enumerate(STATUSES):
+                row = j - step * STATUS_SPACING
+                if 0 <= row < n:
+                    order.append((row, status))
+        texts = 0
+        for k, (row, status) in enumerate(order):
+            request_id = f"{status}.{stage.number}.{len(lines)}"
+            stage.statuses[request_id] = (stage.outbound[row], status)
+            add(request_id, WEBHOOK, status_body(wa, stage.outbound[row], status, phone(row), now))
+            if k % 3 == 2:
+                wamid = stage.text_wamid(texts)
+                request_id = f"text.{stage.number}.{len(lines)}"
+                stage.texts[request_id] = wamid
+                add(request_id, WEBHOOK, text_body(wa, wamid, phone(texts % users), texts, now))
+                texts += 1
+    for t in range(threads):
+        path = Path(f"{prefix}-{t + 1}.tsv")
+        path.write_text("".join(line + "\n" for line in lines[t::threads]))
+
+
+# --- the database -------------------------------------------------------------------
+
+
+def seed(users: int, stages: list[Stage]) -> None:
+    """Known senders, and the replies (OutboundMessage rows) the statuses are about."""
+    from django.utils import timezone
+
+    from multichannel.models import Channel, EndUser, UserMessage
+    from whatsapp.models import OutboundMessage, WhatsAppIdentity
+
+    people = EndUser.objects.bulk_create([EndUser() for _ in range(users)], batch_size=2000)
+    WhatsAppIdentity.objects.bulk_create(
+        [WhatsAppIdentity(end_user=p, wa_id=phone(i)) for i, p in enumerate(people)],
+        batch_size=2000,
+    )
+    now = timezone.now()
+    for stage in stages:
+        if stage.bare or not stage.outbound:
+            continue
+        messages = UserMessage.objects.bulk_create(
+            [
+                UserMessage(
+                    end_user=people[i % users],
+                    channel=Channel.WHATSAPP,
+                    external_id=f"wamid.BENCHSEED{stage.number:02d}N{i:07d}",
+                    text="an earlier question",
+                    sent_at=now,
+                    state=UserMessage.State.DELIVERED,
+                    reply_text="an earlier answer",
+                )
+                for i in range(len(stage.outbound))
+            ],
+            batch_size=2000,
+        )
+        OutboundMessage.objects.bulk_create(
+            [
+                OutboundMessage(
+                    user_message=message,
+                    wamid=wamid,
+                    recipient=phone(i),
+                    text="an earlier answer",
+                )
+                for i, (message, wamid) in enumerate(zip(messages, stage.outbound, strict=True))
+            ],
+            batch_size=2000,
+        )
+
+
+def queries_per_webhook() -> tuple[int, int]:
+    """SQL statements one text webhook and one status webhook cost, through Django's
+    test client in this process (same settings, same database)."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from multichannel.models import Channel, EndUser, UserMessage
+    from multichannel.sandbox import whatsapp as wa
+    from whatsapp.models import OutboundMessage
+
+    sender = EndUser.objects.filter(whatsapp_identity__wa_id=phone(0)).get()
+    message = UserMessage.objects.create(
+        end_user=sender, channel=Channel.WHATSAPP, text="q", sent_at=timezone.now()
+    )
+    OutboundMessage.objects.create(
+        user_message=message, wamid="wamid.BENCHPREO", recipient=phone(0), text="a"
+    )
+    client = Client(SERVER_NAME="127.0.0.1")
+    counts = []
+    for body in (
+        text_body(wa, "wamid.BENCHPRET", phone(0), 0, int(time.time())),
+        status_body(wa, "wamid.BENCHPREO", "delivered", phone(0), int(time.time())),
+    ):
+        with CaptureQueriesContext(connection) as captured:
+            answer = client.post(
+                WEBHOOK,
+                data=body,
+                content_type="application/json",
+                headers={"X-Hub-Signature-256": wa.sign(body, benchkit.APP_SECRET)},
+            )
+        if answer.status_code != 200:
+            raise SystemExit(f"in-process webhook answered {answer.status_code}")
+        counts.append(len(captured.captured_queries))
+    return counts[0], counts[1]
+
+
+def pending_tasks() -> int:
+    from huey.contrib.djhuey import HUEY
+
+    return int(HUEY.pending_count())
+
+
+def verify(stage: Stage, result: Result, acked: set[str]) -> None:
+    from django.db.models import Count
+
+    from multichannel.models import UserMessage
+    from whatsapp.models import InboundMessage, OutboundMessage
+
+    prefix = stage.text_wamid(0)[:-7]
+    acked_wamids = {stage.texts[i] for i in acked if i in stage.texts}
+    stored = set(
+        InboundMessage.objects.filter(wamid__startswith=prefix).values_list("wamid", flat=True)
+    )
+    result.acked_texts = len(acked_wamids)
+    result.stored_texts = len(stored)
+    result.lost = len(acked_wamids - stored)
+    user_messages = UserMessage.objects.filter(external_id__startswith=prefix)
+    repeated = (
+        user_messages.values("external_id").annotate(n=Count("id")).filter(n__gt=1).order_by()
+    )
+    result.duplicated = sum(row["n"] - 1 for row in repeated)
+    with_inbound = user_messages.filter(whatsapp_inbound__isnull=False).count()
+    if result.lost:
+        result.problems.append(f"{result.lost} texts answered 200 but not stored")
+    if result.duplicated:
+        result.problems.append(f"{result.duplicated} duplicate messages stored")
+    if with_inbound != len(stored) or user_messages.count() != len(stored):
+        result.problems.append(
+            f"{len(stored)} inbound messages but {user_messages.count()} user messages "
+            f"({with_inbound} linked)"
+        )
+    expected: dict[str, int] = {}
+    for request_id in acked:
+        if request_id in stage.statuses:
+            wamid, status = stage.statuses[request_id]
+            expected[wamid] = max(expected.get(wamid, 0), RANK[status])
+    actual = dict(
+        OutboundMessage.objects.filter(wamid__in=stage.outbound).values_list("wamid", "status")
+    )
+    result.statuses_total = len(stage.outbound)
+    result.statuses_ok = sum(
+        1
+        for wamid in stage.outbound
+        if RANK[actual.get(wamid, "accepted")] >= expected.get(wamid, 0)
+    )
+    if result.statuses_ok != result.statuses_total:
+        missing = result.statuses_total - result.statuses_ok
+        result.problems.append(f"{missing} status updates answered 200 but not applied")
+
+
+# --- running a stage -----------------------------------------------------------------
+
+
+def log_offset_count(log_path: Path, offset: int) -> tuple[int, int, int]:
+    """(new offset, workers booted, warning/error lines) in the log since `offset`."""
+    with log_path.open("rb") as log:
+        log.seek(offset)
+        text = log.read().decode(errors="replace")
+    boots = text.count("Booting worker")
+    problems = sum(
+        1
+        for line in text.splitlines()
+        if any(m in line for m in ("Traceback", '"ERROR"', '"WARNING"', "[ERROR]", "[CRITICAL]"))
+    )
+    return offset + len(text.encode()), boots, problems
+
+
+def wrk_wait(
+    process: subprocess.Popen[bytes], out: Path, threads: int
+) -> tuple[int, "resource.struct_rusage"]:
+    """Wait for wrk, interrupting its fixed-length sleep once every thread has said it
+    is done; its exit status and resource usage (CPU time)."""
+    interrupted = False
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return process.returncode, usage
+        markers = [Path(f"{out}.done-{n + 1}") for n in range(threads)]
+        if not interrupted and all(marker.exists() for marker in markers):
+            process.send_signal(signal.SIGINT)
+            interrupted = True
+        time.sleep(0.02)
+
+
+def run_stage(
+    stage: Stage,
+    args: argparse.Namespace,
+    url: str,
+    scratch: Path,
+    roots: dict[str, int | None],
+    log_path: Path,
+    log_offset: int,
+) -> tuple[Result, int]:
+    prefix = scratch / f"stage{stage.number}"
+    out = scratch / f"stage{stage.number}.json"
+    per_thread = args.connections // args.wrk_threads
+    planned = stage.count / stage.rate if stage.rate else stage.count / 200
+    cap = int(planned * 4 + 60)  # wrk's -d: a backstop only; threads stop when done
+    command = [
+        "wrk",
+        f"-t{args.wrk_threads}",
+        f"-c{per_thread * args.wrk_threads}",
+        f"-d{cap}s",
+        "--timeout",
+        f"{args.timeout}s",
+        "-s",
+        str(LUA),
+        url,
+        "--",
+        str(prefix),
+        str(stage.rate),
+        str(args.wrk_threads),
+        str(per_thread),
+        str(SLOW_MS),
+        str(out),
+    ]
+    pending_before = 0 if stage.bare else pending_tasks()
+    from django.db import connections
+
+    connections.close_all()  # no open SQLite transaction or idle connection during the stage
+    before = benchkit.cpu_sample(roots)
+    with (scratch / f"wrk-{stage.number}.log").open("wb") as wrk_log:
+        process = subprocess.Popen(command, stdout=wrk_log, stderr=subprocess.STDOUT)
+        status, usage = wrk_wait(process, out, args.wrk_threads)
+    after = benchkit.cpu_sample(roots)
+    if status != 0 or not out.exists():
+        tail = (scratch / f"wrk-{stage.number}.log").read_text(errors="replace")[-2000:]
+        raise SystemExit(f"wrk failed in stage {stage.label} ({status}):\n{tail}")
+    data = json.loads(out.read_text())
+    wall = after.at - before.at
+    threads = data["threads"]
+    # A thread that sent nothing has no first/last time (Lua drops nil fields).
+    firsts = [t["first_sent_ms"] for t in threads if t.get("first_sent_ms")]
+    lasts = [t["last_answer_ms"] for t in threads if t.get("last_answer_ms")]
+    duration = (max(lasts) - min(firsts)) / 1000 if firsts and lasts else 0.0
+    log_offset, restarts, log_problems = log_offset_count(log_path, log_offset)
+    sent = sum(t["sent"] for t in threads)
+    answered = sum(t["answered"] for t in threads)
+    latencies = [ms for t in threads for ms in t["latencies_ms"]]
+    codes: dict[str, int] = {}
+    for t in threads:
+        for code, n in dict(t["codes"] or {}).items():
+            codes[code] = codes.get(code, 0) + n
+    non_200_answers = sum(sum(dict(t["other"] or {}).values()) + t["unmatched"] for t in threads)
+    errors = {k: int(v) for k, v in data["errors"].items()}
+    acked = {request_id for t in threads for request_id in t["acked"]}
+    result = Result(
+        stage=stage,
+        wall=wall,
+        achieved=answered / duration if duration else 0.0,
+        requests=answered,
+        p50_ms=benchkit.percentile(latencies, 50) if latencies else float("nan"),
+        p99_ms=benchkit.percentile(latencies, 99) if latencies else float("nan"),
+        max_ms=max(latencies, default=float("nan")),
+        slow=sum(t["slow"] for t in threads),
+        non_200=non_200_answers + (stage.count - answered),
+        unanswered=stage.count - answered,
+        errors=errors,
+        codes=codes,
+        cpu=benchkit.cpu_shares(before, after),
+        wrk_cpu=(usage.ru_utime + usage.ru_stime) / wall,
+        restarts=restarts,
+        log_problems=log_problems,
+    )
+    if sent != stage.count:
+        result.problems.append(f"wrk sent {sent} of {stage.count} requests")
+    if stage.bare:
+        if len(acked) != stage.count:
+            result.problems.append(f"bare view: {stage.count - len(acked)} requests not 200")
+    else:
+        verify(stage, result, acked)
+        result.enqueued = pending_tasks() - pending_before
+    return result, log_offset
+
+
+# --- output ------------------------------------------------------------------------
+
+
+def fmt_share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def print_tables(results: list[Result], bare: Result) -> None:
+    ceiling = bare.achieved
+    print(
+        "| target req/s | achieved req/s | p50 ms | p99 ms | > 200 ms | non-200 "
+        "| stored / acked texts | lost | duplicated | statuses applied | % of bare "
+        "| gunicorn CPU | ms CPU/req | restarts |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in [bare, *results]:
+        gunicorn = r.cpu.get("gunicorn")
+        per_request = "-" if gunicorn is None else f"{gunicorn * r.wall * 1000 / r.requests:.2f}"
+        if r.stage.bare:
+            checks = "- | - | - | - | -"
+        else:
+            checks = (
+                f"{r.stored_texts} / {r.acked_texts} | {r.lost} | {r.duplicated} | "
+                f"{r.statuses_ok} / {r.statuses_total} | {r.achieved / ceiling:.0%}"
+            )
+        print(
+            f"| {r.stage.label} | {r.achieved:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
+            f"{r.slow} | {r.non_200} | {checks} | {fmt_share(gunicorn)} | {per_request} | "
+            f"{r.restarts} |"
+        )
+    print()
+    print(
+        "| target req/s | wall s | wrk CPU | postgres CPU | redis CPU | machine busy "
+        "| wrk timeouts | socket errors | log warnings | tasks enqueued |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in [bare, *results]:
+        sockets = r.errors["connect"] + r.errors["read"] + r.errors["write"]
+        enqueued = "-" if r.stage.bare else f"{r.enqueued} / {r.stored_texts}"
+        print(
+            f"| {r.stage.label} | {r.wall:.1f} | {r.wrk_cpu:.0%} | "
+            f"{fmt_share(r.cpu.get('postgres'))} | {fmt_share(r.cpu.get('redis'))} | "
+            f"{fmt_share(r.cpu.get('machine busy'))} of {os.cpu_count()} cores | "
+            f"{r.errors['timeout']} | {sockets} | {r.log_problems} | {enqueued} |"
+        )
+
+
+def summary_lines(results: list[Result], bare: Result, workers: int, threads: int) -> list[str]:
+    lines = []
+    top = results[-1]
+    under = [r for r in results if r.p99_ms < SLOW_MS and not r.non_200]
+    best = max(under, key=lambda r: r.achieved) if under else None
+    lines.append(
+        f"goal (issue): ~2,000 webhook requests/s answered under 200 ms. Unthrottled: "
+        f"{top.achieved:.0f} req/s ({top.achieved / 2000:.0%} of the goal) at p99 "
+        f"{top.p99_ms:.0f} ms; "
+        + (
+            f"fastest stage with p99 under 200 ms and no errors: {best.stage.label} "
+            f"(achieved {best.achieved:.0f} req/s)."
+            if best
+            else "no stage had p99 under 200 ms without errors."
+        )
+    )
+    cores = os.cpu_count() or 1
+    gunicorn = top.cpu.get("gunicorn")
+    if gunicorn is not None:
+        per_request = gunicorn * top.wall / top.requests
+        lines.append(
+            f"unthrottled stage: gunicorn used {gunicorn:.2f} cores, wrk {top.wrk_cpu:.2f}, "
+            f"postgres {fmt_share(top.cpu.get('postgres'))}, redis "
+            f"{fmt_share(top.cpu.get('redis'))} of one core; the machine was "
+            f"{fmt_share(top.cpu.get('machine busy'))} busy. At {per_request * 1000:.2f} ms of "
+            f"gunicorn CPU per webhook, {cores} cores given to gunicorn alone would serve at "
+            f"most ~{cores / per_request:.0f} webhooks/s ({workers} workers x {threads} threads)."
+        )
+    return lines
+
+
+# --- main ----------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--rates", type=int, nargs="+", default=[50, 100, 200, 400, 800], help="req/s per stage"
+    )
+    parser.add_argument("--seconds", type=float, default=3, help="length of each throttled stage")
+    parser.add_argument(
+        "--unthrottled", type=int, default=2000, help="requests in the unthrottled stages"
+    )
+    parser.add_argument("--workers", type=int, help="gunicorn workers (default: the config's)")
+    parser.add_argument("--threads", type=int, help="threads per worker (default: the config's)")
+    parser.add_argument(
+        "--max-requests",
+        type=int,
+        help="gunicorn's max_requests (default: the config's; 0 = never recycle workers)",
+    )
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections in total")
+    parser.add_argument("--timeout", type=float, default=10, help="wrk's request timeout, s")
+    parser.add_argument("--users", type=int, default=1000, help="distinct senders")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    args = parser.parse_args()
+    if min(args.rates) < 1 or args.seconds <= 0 or args.unthrottled < 4 or args.users < 1:
+        parser.error("rates, seconds, users must be positive, --unthrottled at least 4")
+    if args.connections < args.wrk_threads:
+        parser.error("--connections must be at least --wrk-threads")
+    if args.connections / min(args.rates) >= KEEPALIVE:
+        # Each connection would sit idle longer than gunicorn keeps it open.
+        parser.error(f"fewer --connections for rates that low (connections/rate < {KEEPALIVE} s)")
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+
+    scratch = Path(tempfile.mkdtemp(prefix="webhook-bench-"))
+    database_url = redis_url = ""
+    gunicorn = None
+    try:
+        print(benchkit.machine_facts(), flush=True)
+        if args.db == "postgres":
+            database_url = benchkit.postgres_create("mc_bench_ingest")
+            redis_url = benchkit.REDIS
+            benchkit.redis_flush(redis_url)
+        else:
+            database_url = f"sqlite:///{scratch / 'db.sqlite3'}"
+        port = benchkit.free_port()
+        env = benchkit.production_env(
+            database_url=database_url,
+            redis_url=redis_url,
+            queue_path=scratch / "queue.sqlite3",
+            bind=f"127.0.0.1:{port}",
+            # The webhook never calls MKA1 or the Graph API (no consumer runs).
+            mka1_base_url="http://127.0.0.1:9/unused",
+            graph_url="http://127.0.0.1:9/unused",
+            workers=args.workers,
+            threads=args.threads,
+            settings_module="bench.bare_settings",
+        )
+        workers, threads = benchkit.gunicorn_defaults(env)
+        os.environ.update(env)
+        import django
+
+        django.setup()
+        benchkit.manage(["migrate", "--no-input", "-v", "0"], env)
+
+        stages = [Stage(0, 0, args.unthrottled, bare=True)]
+        for rate in args.rates:
+            stages.append(Stage(len(stages), rate, max(4, round(rate * args.seconds / 4) * 4)))
+        stages.append(Stage(len(stages), 0, args.unthrottled // 4 * 4))
+        started = time.monotonic()
+        for stage in stages:
+            stage_write(stage, args.users, args.wrk_threads, scratch / f"stage{stage.number}")
+        seed(args.users, stages)
+        text_queries, status_queries = queries_per_webhook()
+        prepared = time.monotonic() - started
+
+        queue = "Redis db 13 queue" if redis_url else "SQLite queue"
+        store = "PostgreSQL (scratch database)" if args.db == "postgres" else "SQLite"
+        recycle = (
+            "config's max_requests"
+            if args.max_requests is None
+            else (f"max_requests {args.max_requests}")
+        )
+        print(
+            f"server: gunicorn -c python:multichannel.gunicorn, gthread, {workers} workers x "
+            f"{threads} threads ({recycle}), DEBUG=false, {store} + {queue}, no consumer; "
+            f"wrk {args.wrk_threads} threads x {args.connections // args.wrk_threads} "
+            f"connections on loopback; {args.users} senders; mix 1 text : 3 statuses"
+        )
+        print(
+            f"SQL statements per webhook (in process, Django test client): text "
+            f"{text_queries}, status {status_queries}; {sum(s.count for s in stages)} "
+            f"requests generated and rows seeded in {prepared:.1f} s"
+        )
+        print(flush=True)
+
+        log_path = scratch / "gunicorn.log"
+        with log_path.open("wb") as log:
+            extra = [] if args.max_requests is None else ["--max-requests", str(args.max_requests)]
+            gunicorn = benchkit.gunicorn_start(env, log, scratch / "gunicorn.ctl", extra)
+            url = f"http://127.0.0.1:{port}"
+            benchkit.wait_healthy(f"{url}/healthz", gunicorn, log_path)
+            stats = benchkit.proc_stats()
+            roots = {
+                "gunicorn": gunicorn.pid,
+                "postgres": benchkit.find_root(stats, "postgres"),
+                "redis": benchkit.find_root(stats, "redis-server"),
+            }
+            offset = log_path.stat().st_size
+            results: list[Result] = []
+            for stage in stages:
+                result, offset = run_stage(stage, args, url, scratch, roots, log_path, offset)
+                results.append(result)
+                print(
+                    f"  stage {stage.label}: {result.achieved:.0f} req/s, p99 "
+                    f"{result.p99_ms:.1f} ms, {len(result.problems)} problems",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            benchkit.stop(gunicorn)
+        bare, measured = results[0], results[1:]
+        print_tables(measured, bare)
+        print()
+        for line in summary_lines(measured, bare, workers, threads):
+            print(line)
+        problems = [f"stage {r.stage.label}: {p}" for r in results for p in r.problems]
+        for r in results:
+            if r.codes:
+                print(f"stage {r.stage.label}: non-200 status codes {r.codes}")
+        print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"finished {datetime.now(UTC):%Y-%m-%d %H:%M UTC}")
+        if problems:
+            print("\n".join(problems), file=sys.stderr)
+            return 1
+        print("every stage: no text answered 200 was lost, no message stored twice, every")
+        print("status answered 200 applied")
+        return 0
+    finally:
+        if gunicorn is not None:
+            benchkit.stop(gunicorn)
+        if "django" in sys.modules:
+            from django.db import connections
+
+            connections.close_all()
+        if args.db == "postgres" and database_url:
+            benchkit.postgres_drop(database_url)
+            benchkit.redis_flush(benchkit.REDIS)
+        if args.keep:
+            print(f"scratch directory kept: {scratch}", file=sys.stderr)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
