@@ -7,6 +7,7 @@ from multichannel.models import EndUser, UserMessage
 from multichannel.sandbox import whatsapp as wa
 from tests.conftest import Calls, PostWebhook, response_creates, sent_texts
 from whatsapp.models import InboundMessage, OutboundMessage, WebhookDelivery, WhatsAppIdentity
+from whatsapp.services import identity_resolve
 
 pytestmark = pytest.mark.django_db
 
@@ -88,6 +89,12 @@ def test_malformed_json_is_400_and_stores_nothing(post_webhook: PostWebhook) -> 
 
 def test_json_that_is_not_an_object_is_400(post_webhook: PostWebhook) -> None:
     assert post_webhook(raw=b"[1, 2, 3]").status_code == 400
+    assert nothing_stored()
+
+
+def test_json_nested_thousands_deep_is_400_not_a_crash(post_webhook: PostWebhook) -> None:
+    # json.loads gives up with RecursionError, not ValueError, on such a body.
+    assert post_webhook(raw=b"[" * 50_000 + b"]" * 50_000).status_code == 400
     assert nothing_stored()
 
 
@@ -208,6 +215,22 @@ def test_the_bsuid_in_contacts_maps_a_phone_less_message(post_webhook: PostWebho
     del event["message"]["from_user_id"]  # only the contact carries it
     assert post_webhook(wa.webhook_payload([event])).status_code == 200
     assert InboundMessage.objects.get().identity.bsuid == "BR.1502576394655843"
+
+
+def test_ids_of_two_known_senders_in_one_message_keep_the_message(
+    post_webhook: PostWebhook, django_capture_on_commit_callbacks
+) -> None:
+    by_phone = identity_resolve(wa_id="15550000001", bsuid=None)
+    by_bsuid = identity_resolve(wa_id=None, bsuid="US.1")
+    event = wa.message_event(wa_id="15550000001", bsuid="US.1", text="both ids")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post_webhook(wa.webhook_payload([event])).status_code == 200
+    # Stored and answered (it was dropped as a "redelivery"), and nobody merged.
+    assert InboundMessage.objects.get().identity == by_phone
+    assert sent_texts("15550000001") == ["You said: both ids"]
+    by_phone.refresh_from_db()
+    by_bsuid.refresh_from_db()
+    assert (by_phone.bsuid, by_bsuid.wa_id) == (None, None)
 
 
 @pytest.mark.parametrize("kind", ["image", "audio", "location", "sticker", "reaction", "unknown"])

@@ -1,11 +1,25 @@
 """Reading Meta's webhook payloads defensively: every entry, change, message and
 status; anything of an unexpected shape is skipped (the raw body is kept anyway)."""
 
+import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 STATUS_VALUES = ("sent", "delivered", "read", "failed")
+# The lengths of the columns these ids are stored in (whatsapp.models). A longer id is
+# not one Meta sends: it is treated as absent rather than failing the whole delivery.
+WAMID_MAX = 255
+WA_ID_MAX = 32
+BSUID_MAX = 128
+PHONE_NUMBER_ID_MAX = 64
+# Deeper than any Meta payload, and far from Python's recursion limit when the ORM
+# serializes a message's raw JSON.
+MAX_DEPTH = 32
+# PostgreSQL stores no NUL character in text or JSON, and no database stores a lone
+# surrogate (which json.loads accepts, from an escape such as "\ud800").
+UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,28 @@ def _str(value: Any) -> str | None:
     return None
 
 
+def _id(value: Any, max_length: int) -> str | None:
+    text = _str(value)
+    return text if text is not None and len(text) <= max_length else None
+
+
+def storable(value: Any, depth: int = 0) -> Any:
+    """The JSON value as every supported database can store it: unstorable characters
+    replaced (U+FFFD), NaN and Infinity (which json.loads accepts) and anything nested
+    deeper than MAX_DEPTH replaced by null. Meta's own payloads come through unchanged."""
+    if isinstance(value, str):
+        return UNSTORABLE_CHARACTER.sub("\ufffd", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict | list) and depth >= MAX_DEPTH:
+        return None
+    if isinstance(value, dict):
+        return {storable(key): storable(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list):
+        return [storable(item, depth + 1) for item in value]
+    return value
+
+
 def _when(value: Any, fallback: datetime) -> datetime:
     try:
         return datetime.fromtimestamp(int(value), tz=UTC)
@@ -61,6 +97,7 @@ def _when(value: Any, fallback: datetime) -> datetime:
 def parse_webhook(payload: dict[str, Any], *, received_at: datetime) -> ParsedWebhook:
     messages: list[IncomingMessage] = []
     statuses: list[StatusUpdate] = []
+    payload = storable(payload)
     obj = _str(payload.get("object")) or ""
     if obj != "whatsapp_business_account":
         return ParsedWebhook(obj, messages, statuses)
@@ -70,7 +107,8 @@ def parse_webhook(payload: dict[str, Any], *, received_at: datetime) -> ParsedWe
             if change.get("field") != "messages":
                 continue
             value = _dict(change.get("value"))
-            phone_number_id = _str(_dict(value.get("metadata")).get("phone_number_id")) or ""
+            metadata = _dict(value.get("metadata"))
+            phone_number_id = _id(metadata.get("phone_number_id"), PHONE_NUMBER_ID_MAX) or ""
             contacts = [_dict(c) for c in _list(value.get("contacts"))]
             for raw in _list(value.get("messages")):
                 message = _message(_dict(raw), contacts, phone_number_id, received_at)
@@ -86,14 +124,14 @@ def parse_webhook(payload: dict[str, Any], *, received_at: datetime) -> ParsedWe
 def _message(
     raw: dict[str, Any], contacts: list[dict[str, Any]], phone_number_id: str, now: datetime
 ) -> IncomingMessage | None:
-    wamid = _str(raw.get("id"))
-    wa_id = _str(raw.get("from"))
+    wamid = _id(raw.get("id"), WAMID_MAX)
+    wa_id = _id(raw.get("from"), WA_ID_MAX)
     # Since 2026 a sender may come with a business-scoped user id and no phone number.
-    bsuid = _str(raw.get("from_user_id"))
+    bsuid = _id(raw.get("from_user_id"), BSUID_MAX)
     if bsuid is None or wa_id is None:
         contact = _contact_for(contacts, wa_id=wa_id, bsuid=bsuid)
-        wa_id = wa_id or _str(contact.get("wa_id"))
-        bsuid = bsuid or _str(contact.get("user_id"))
+        wa_id = wa_id or _id(contact.get("wa_id"), WA_ID_MAX)
+        bsuid = bsuid or _id(contact.get("user_id"), BSUID_MAX)
     if wamid is None or (wa_id is None and bsuid is None):
         return None
     kind = _str(raw.get("type")) or "unknown"
@@ -124,7 +162,7 @@ def _contact_for(
 
 
 def _status(raw: dict[str, Any], now: datetime) -> StatusUpdate | None:
-    wamid = _str(raw.get("id"))
+    wamid = _id(raw.get("id"), WAMID_MAX)
     status = _str(raw.get("status"))
     if wamid is None or status not in STATUS_VALUES:
         return None

@@ -56,7 +56,7 @@ def _receive(request: HttpRequest) -> HttpResponse:
         return _text("signature mismatch", 403)
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
         return _text("malformed JSON", 400)
     if not isinstance(payload, dict):
         return _text("expected a JSON object", 400)

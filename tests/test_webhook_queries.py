@@ -1,0 +1,225 @@
+"""How many SQL queries one webhook costs. The bounds are today's counts, written as a
+cost per webhook plus a cost per message: a query per message that creeps in (an N+1)
+fails these tests.
+
+Counted inside the test's transaction, where the webhook's own transaction shows as a
+SAVEPOINT/RELEASE pair (in production it is BEGIN/COMMIT, which Django does not log).
+The queued work runs after commit and is not counted here."""
+
+import threading
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+
+from multichannel.models import Channel, EndUser, UserMessage
+from multichannel.sandbox import whatsapp as wa
+from tests.conftest import PostWebhook
+from whatsapp.models import InboundMessage, OutboundMessage, WebhookDelivery, WhatsAppIdentity
+from whatsapp.services import identity_resolve
+
+pytestmark = pytest.mark.django_db
+
+# The transaction (2), the delivery row (1), and one lookup of the message ids already
+# stored, however many messages the webhook carries (1).
+PER_WEBHOOK = 4
+# The sender's identity (1), then a savepoint (2) around the UserMessage and the
+# InboundMessage (2), so that a concurrent delivery of the same message is refused alone.
+PER_MESSAGE_FROM_A_KNOWN_SENDER = 5
+# ...plus the EndUser and the identity (2), in a savepoint of their own (2).
+PER_MESSAGE_FROM_A_NEW_SENDER = PER_MESSAGE_FROM_A_KNOWN_SENDER + 4
+# The delivery (1) in the transaction (2); the outbound messages read and locked in one
+# query (1) and written back in one (1).
+STATUS_WEBHOOK = 5
+
+
+@pytest.fixture
+def post_counted(
+    post_webhook: PostWebhook,
+    django_capture_on_commit_callbacks: Any,
+    django_assert_max_num_queries: Any,
+) -> Any:
+    def post(payload: dict[str, Any], *, max_queries: int) -> None:
+        with (
+            django_capture_on_commit_callbacks(execute=False),
+            django_assert_max_num_queries(max_queries),
+        ):
+            answer = post_webhook(payload)
+        assert answer.status_code == 200
+
+    return post
+
+
+def senders(count: int) -> list[str]:
+    return [f"1555000{i:04d}" for i in range(count)]
+
+
+def test_a_message_from_a_known_sender(post_counted: Any) -> None:
+    identity_resolve(wa_id="15550000000", bsuid=None)
+    post_counted(
+        wa.webhook_payload([wa.message_event(wa_id="15550000000")]),
+        max_queries=PER_WEBHOOK + PER_MESSAGE_FROM_A_KNOWN_SENDER,
+    )
+    assert InboundMessage.objects.count() == 1
+    assert EndUser.objects.count() == 1
+
+
+def test_a_message_from_a_new_sender(post_counted: Any) -> None:
+    post_counted(
+        wa.webhook_payload([wa.message_event(wa_id="15550000000")]),
+        max_queries=PER_WEBHOOK + PER_MESSAGE_FROM_A_NEW_SENDER,
+    )
+    assert InboundMessage.objects.get().identity.wa_id == "15550000000"
+
+
+def test_a_redelivery_is_one_lookup(post_counted: Any) -> None:
+    payload = wa.webhook_payload([wa.message_event(wa_id=wa_id) for wa_id in senders(10)])
+    post_counted(payload, max_queries=PER_WEBHOOK + 10 * PER_MESSAGE_FROM_A_NEW_SENDER)
+    post_counted(payload, max_queries=PER_WEBHOOK)
+    assert WebhookDelivery.objects.count() == 2
+    assert InboundMessage.objects.count() == 10
+
+
+def test_a_single_redelivered_message(post_counted: Any) -> None:
+    payload = wa.webhook_payload([wa.message_event()])
+    post_counted(payload, max_queries=PER_WEBHOOK + PER_MESSAGE_FROM_A_NEW_SENDER)
+    post_counted(payload, max_queries=PER_WEBHOOK)
+    assert InboundMessage.objects.count() == 1
+
+
+def test_a_batch_from_ten_new_senders(post_counted: Any) -> None:
+    events = [wa.message_event(wa_id=wa_id) for wa_id in senders(10)]
+    post_counted(
+        wa.webhook_payload(events),
+        max_queries=PER_WEBHOOK + 10 * PER_MESSAGE_FROM_A_NEW_SENDER,
+    )
+    assert InboundMessage.objects.count() == 10
+    assert EndUser.objects.count() == 10
+
+
+def test_a_batch_from_ten_known_senders(post_counted: Any) -> None:
+    for wa_id in senders(10):
+        identity_resolve(wa_id=wa_id, bsuid=None)
+    events = [wa.message_event(wa_id=wa_id) for wa_id in senders(10)]
+    post_counted(
+        wa.webhook_payload(events),
+        max_queries=PER_WEBHOOK + 10 * PER_MESSAGE_FROM_A_KNOWN_SENDER,
+    )
+    assert InboundMessage.objects.count() == 10
+    assert EndUser.objects.count() == 10
+
+
+def _outbound(count: int) -> list[OutboundMessage]:
+    identity = identity_resolve(wa_id="15550000000", bsuid=None)
+    message = UserMessage.objects.create(
+        end_user_id=identity.end_user_id, channel=Channel.WHATSAPP, sent_at="2026-01-01T00:00Z"
+    )
+    return [
+        OutboundMessage.objects.create(
+            user_message=message, part=part, wamid=f"wamid.OUT{part}", recipient="15550000000"
+        )
+        for part in range(count)
+    ]
+
+
+@pytest.mark.parametrize("count", [3, 10])
+def test_statuses_are_read_and_written_in_one_query_each(post_counted: Any, count: int) -> None:
+    outbound = _outbound(count)
+    statuses = [wa.status_event(str(message.wamid), "delivered") for message in outbound]
+    post_counted(wa.webhook_payload(statuses=statuses), max_queries=STATUS_WEBHOOK)
+    assert set(OutboundMessage.objects.values_list("status", flat=True)) == {"delivered"}
+
+
+def test_statuses_for_one_message_in_one_webhook_still_only_move_forward(
+    post_counted: Any,
+) -> None:
+    (outbound,) = _outbound(1)
+    errors = [{"code": 131047, "title": "Re-engagement message"}]
+    statuses = [
+        wa.status_event(str(outbound.wamid), "delivered", timestamp=2),
+        wa.status_event(str(outbound.wamid), "sent", timestamp=1),
+        wa.status_event(str(outbound.wamid), "failed", timestamp=3, errors=errors),
+        wa.status_event(str(outbound.wamid), "read", timestamp=4),
+        wa.status_event("wamid.UNKNOWN", "read", timestamp=4),
+    ]
+    post_counted(wa.webhook_payload(statuses=statuses), max_queries=STATUS_WEBHOOK)
+    outbound.refresh_from_db()
+    assert (outbound.status, outbound.errors) == ("failed", errors)
+    assert outbound.status_at is not None
+    assert outbound.status_at.timestamp() == 3
+
+
+# --- what the savings must keep: concurrent deliveries ------------------------------------
+
+
+def _in_threads(bodies: list[bytes]) -> list[int | BaseException]:
+    """POST each body from its own thread (and database connection), all at once."""
+    barrier = threading.Barrier(len(bodies))
+    answers: list[int | BaseException] = []
+
+    def deliver(body: bytes) -> None:
+        try:
+            barrier.wait()
+            answer = Client().post(
+                "/whatsapp/webhook",
+                data=body,
+                content_type="application/json",
+                headers={"X-Hub-Signature-256": wa.sign(body, settings.WHATSAPP_APP_SECRET)},
+            )
+            answers.append(answer.status_code)
+        except BaseException as exc:  # reported to the test
+            answers.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return answers
+
+
+@pytest.mark.django_db(transaction=True)
+def test_overlapping_batches_from_new_senders_at_once_store_each_message_once(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    events = [wa.message_event(wa_id=wa_id) for wa_id in senders(6)]
+    bodies = [wa.encode(wa.webhook_payload(events[start : start + 4])) for start in (0, 1, 2)]
+    with django_capture_on_commit_callbacks(execute=False):
+        assert _in_threads(bodies) == [200, 200, 200]
+    assert InboundMessage.objects.count() == 6
+    assert EndUser.objects.count() == 6
+    assert sorted(str(i.wa_id) for i in WhatsAppIdentity.objects.all()) == senders(6)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_statuses_at_once_in_opposite_orders_only_move_forward(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    first, second = _outbound(2)
+    # Each delivery names both messages, in opposite orders: locking them one by one in
+    # payload order could deadlock.
+    bodies = [
+        wa.encode(
+            wa.webhook_payload(
+                statuses=[
+                    wa.status_event(str(first.wamid), "read"),
+                    wa.status_event(str(second.wamid), "delivered"),
+                ]
+            )
+        ),
+        wa.encode(
+            wa.webhook_payload(
+                statuses=[
+                    wa.status_event(str(second.wamid), "read"),
+                    wa.status_event(str(first.wamid), "delivered"),
+                ]
+            )
+        ),
+    ]
+    with django_capture_on_commit_callbacks(execute=False):
+        assert _in_threads(bodies) == [200, 200]
+    assert set(OutboundMessage.objects.values_list("status", flat=True)) == {"read"}
