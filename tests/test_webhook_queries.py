@@ -33,6 +33,8 @@ PER_MESSAGE_FROM_A_NEW_SENDER = PER_MESSAGE_FROM_A_KNOWN_SENDER + 4
 # The delivery (1) in the transaction (2); the outbound messages read and locked in one
 # query (1) and written back in one (1).
 STATUS_WEBHOOK = 5
+# Statuses for one message (most webhooks): one conditional update instead.
+ONE_MESSAGE_STATUS_WEBHOOK = 4
 
 
 @pytest.fixture
@@ -149,6 +151,39 @@ def test_statuses_for_one_message_in_one_webhook_still_only_move_forward(
     assert (outbound.status, outbound.errors) == ("failed", errors)
     assert outbound.status_at is not None
     assert outbound.status_at.timestamp() == 3
+
+
+@pytest.mark.parametrize(
+    ("incoming", "expected"),
+    [
+        (["delivered"], "delivered"),
+        (["sent", "read", "delivered"], "read"),
+        (["failed", "read"], "failed"),
+    ],
+)
+def test_statuses_for_one_message_are_one_conditional_update(
+    post_counted: Any, incoming: list[str], expected: str
+) -> None:
+    (outbound,) = _outbound(1)
+    statuses = [
+        wa.status_event(str(outbound.wamid), status, timestamp=n)
+        for n, status in enumerate(incoming, start=1)
+    ]
+    post_counted(wa.webhook_payload(statuses=statuses), max_queries=ONE_MESSAGE_STATUS_WEBHOOK)
+    outbound.refresh_from_db()
+    assert outbound.status == expected
+    assert outbound.status_at is not None
+    assert outbound.status_at.timestamp() == incoming.index(expected) + 1
+
+
+def test_a_stale_or_unknown_status_changes_nothing(post_counted: Any) -> None:
+    (outbound,) = _outbound(1)
+    OutboundMessage.objects.filter(pk=outbound.pk).update(status="read")
+    for wamid in (str(outbound.wamid), "wamid.UNKNOWN"):
+        statuses = [wa.status_event(wamid, "delivered")]
+        post_counted(wa.webhook_payload(statuses=statuses), max_queries=ONE_MESSAGE_STATUS_WEBHOOK)
+    outbound.refresh_from_db()
+    assert (outbound.status, outbound.status_at) == ("read", None)
 
 
 # --- what the savings must keep: concurrent deliveries ------------------------------------

@@ -209,6 +209,8 @@ def statuses_apply(statuses: list[StatusUpdate]) -> int:
     lock them in the same order and cannot deadlock) and written back in one."""
     if not statuses:
         return 0
+    if len({status.wamid for status in statuses}) == 1:
+        return _one_message_statuses_apply(statuses)
     outbound: dict[str, OutboundMessage] = {}
     for batch in _batches(sorted({status.wamid for status in statuses})):
         locked = OutboundMessage.objects.select_for_update().filter(wamid__in=batch)
@@ -231,15 +233,31 @@ def statuses_apply(statuses: list[StatusUpdate]) -> int:
             message.errors = status.errors
         changed[message.pk] = message
         applied += 1
-    fields = ["status", "status_at", "errors", "updated_at"]
-    if len(changed) == 1:
-        # The common case (one status per webhook): a plain save, which costs about a
-        # millisecond less CPU than bulk_update's CASE expressions for one row.
-        [message] = changed.values()
-        message.save(update_fields=fields)
-    elif changed:
+    if changed:
         now = timezone.now()  # bulk_update does not apply auto_now
         for message in changed.values():
             message.updated_at = now
-        OutboundMessage.objects.bulk_update(changed.values(), fields)
+        OutboundMessage.objects.bulk_update(
+            changed.values(), ["status", "status_at", "errors", "updated_at"]
+        )
     return applied
+
+
+def _one_message_statuses_apply(statuses: list[StatusUpdate]) -> int:
+    """The common case, three webhooks in four: statuses for one message. One
+    conditional UPDATE moves it to the furthest of them if that is forward, with no
+    read first (half the webhook's CPU went to reading, locking and saving the row)."""
+    furthest = max(statuses, key=lambda status: STATUS_RANK[OutboundMessage.Status(status.status)])
+    rank = STATUS_RANK[OutboundMessage.Status(furthest.status)]
+    behind = [status for status, value in STATUS_RANK.items() if value < rank]
+    changes: dict[str, Any] = {"status": furthest.status, "status_at": furthest.at}
+    if furthest.errors:
+        changes["errors"] = furthest.errors
+    moved = OutboundMessage.objects.filter(wamid=furthest.wamid, status__in=behind).update(
+        **changes, updated_at=timezone.now()
+    )
+    if not moved:
+        logger.info(
+            "status %s for %s: unknown message, or not newer", furthest.status, furthest.wamid
+        )
+    return moved
