@@ -11,6 +11,7 @@ before it sets up Django.
 import math
 import os
 import platform
+import shutil
 import signal
 import socket
 import sqlite3
@@ -343,3 +344,35 @@ def percentile(values: Iterable[float], q: float) -> float:
         raise ValueError("no values")
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+def verify_audit(env: dict[str, str], events: int | None = None) -> tuple[bool, str]:
+    """Run `manage.py verify_audit`: whether the chain holds (with exactly `events`
+    events, when given), and its report line or the problem."""
+    result = subprocess.run(
+        [PYTHON, "manage.py", "verify_audit"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    expected = "OK: " if events is None else f"OK: {events} events"
+    if result.returncode or not result.stdout.startswith(expected):
+        return (
+            False,
+            f"verify_audit: {result.returncode} {result.stdout[:200]} {result.stderr[-500:]}",
+        )
+    return True, result.stdout.strip()
+
+
+def scratch_remove(*, db: str, database_url: str | None, scratch: Path, keep: bool) -> None:
+    """What every benchmark leaves behind: connections, the scratch PostgreSQL database
+    and Redis db, the scratch directory (unless kept)."""
+    if "django" in sys.modules:
+        from django.db import connections
+
+        connections.close_all()
+    if db == "postgres" and database_url:
+        postgres_drop(database_url)
+        redis_flush(REDIS)
+    if keep:
+        print(f"scratch directory kept: {scratch}", file=sys.stderr)
+    else:
+        shutil.rmtree(scratch, ignore_errors=True)

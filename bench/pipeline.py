@@ -71,7 +71,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -85,6 +84,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import benchkit  # bench/ is first on sys.path when a script here runs
 
 ROOT = Path(__file__).resolve().parent.parent
 COUNTER_PATH = "/__pipeline/inflight"
@@ -274,12 +275,6 @@ def inflight_counters(sandbox_url: str) -> dict[str, dict[str, int]] | None:
     except (requests.RequestException, ValueError):
         return None
     return counters
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start(name: str, command: list[str], env: dict[str, str], logs: Path, **kw: Any) -> Service:
@@ -523,21 +518,6 @@ def verify(users: int, messages: int, sandbox_db: Path) -> list[str]:
     return problems
 
 
-def verify_audit(env: dict[str, str], events: int) -> str | None:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "verify_audit"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if result.returncode or not result.stdout.startswith(f"OK: {events} events"):
-        return f"verify_audit: {result.returncode} {result.stdout[:200]} {result.stderr[-500:]}"
-    return None
-
-
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
@@ -728,7 +708,7 @@ def run(
 ) -> int:
     users, messages, workers = args.users, args.messages, args.workers
     total = users * messages
-    sandbox_port, app_port = free_port(), free_port()
+    sandbox_port, app_port = benchkit.free_port(), benchkit.free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     app_url = f"http://127.0.0.1:{app_port}"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MKA1_", "WHATSAPP_"))}
@@ -870,9 +850,9 @@ def run(
     peak = counters["peak"]
 
     problems = verify(users, messages, sandbox_db)
-    audit_problem = verify_audit(app_env, total + users)
-    if audit_problem:
-        problems.append(audit_problem)
+    verified, verify_report = benchkit.verify_audit(app_env, total + users)
+    if not verified:
+        problems.append(verify_report)
     problems += stop(services)
     services.clear()
 

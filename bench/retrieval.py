@@ -65,7 +65,6 @@ the servers' logs).
 import argparse
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -358,17 +357,9 @@ def main() -> int:
         expected = args.warmup + args.requests
         if audited != expected:
             problems.append(f"{audited} responses.get audit events for {expected} retrievals")
-        verify = subprocess.run(
-            [benchkit.PYTHON, "manage.py", "verify_audit"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if verify.returncode != 0:
-            problems.append(f"verify_audit: {verify.stdout}{verify.stderr}".strip())
+        verified, verify_report = benchkit.verify_audit(env)
+        if not verified:
+            problems.append(verify_report)
 
         store = "PostgreSQL + Redis" if args.db == "postgres" else "SQLite (+ SQLite queue)"
         print(
@@ -409,7 +400,7 @@ def main() -> int:
             print(f"PostgreSQL CPU during the measured pairs: {postgres:.0%} of one core")
         print(
             f"audit: {audited} responses.get events for {expected} retrievals (warm-up "
-            f"included); verify_audit: {verify.stdout.strip() or verify.stderr.strip()}"
+            f"included); verify_audit: {verify_report}"
         )
         print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print(f"finished {datetime.now(UTC):%Y-%m-%d %H:%M UTC}")
@@ -424,17 +415,9 @@ def main() -> int:
         for server in reversed(servers):
             benchkit.stop(server)
         stack.close()
-        if "django" in sys.modules:
-            from django.db import connections
-
-            connections.close_all()
-        if args.db == "postgres" and database_url:
-            benchkit.postgres_drop(database_url)
-            benchkit.redis_flush(benchkit.REDIS)
-        if args.keep:
-            print(f"scratch directory kept: {scratch}", file=sys.stderr)
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
+        benchkit.scratch_remove(
+            db=args.db, database_url=database_url, scratch=scratch, keep=args.keep
+        )
 
 
 if __name__ == "__main__":

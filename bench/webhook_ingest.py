@@ -712,17 +712,9 @@ def main() -> int:
     finally:
         if gunicorn is not None:
             benchkit.stop(gunicorn)
-        if "django" in sys.modules:
-            from django.db import connections
-
-            connections.close_all()
-        if args.db == "postgres" and database_url:
-            benchkit.postgres_drop(database_url)
-            benchkit.redis_flush(benchkit.REDIS)
-        if args.keep:
-            print(f"scratch directory kept: {scratch}", file=sys.stderr)
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
+        benchkit.scratch_remove(
+            db=args.db, database_url=database_url, scratch=scratch, keep=args.keep
+        )
 
 
 if __name__ == "__main__":
