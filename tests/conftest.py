@@ -3,6 +3,7 @@ sandbox; nothing here talks to the internet."""
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -143,6 +144,42 @@ def web_client(db: None) -> Callable[[EndUser], Client]:
         return browser
 
     return signed_in
+
+
+def at_once(*calls: Callable[[], Any]) -> list[Any]:
+    """Run each call in a thread of its own (so a database connection of its own), all
+    released together; what each returned, or the exception it raised, in call order."""
+    from django.db import connection
+
+    results: list[Any] = [None] * len(calls)
+    barrier = threading.Barrier(len(calls))
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = calls[index]()
+        except BaseException as exc:  # reported to the test
+            results[index] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def webhook_deliver(body: bytes) -> int:
+    """POST a body signed with the app secret from a new client; the status code."""
+    answer = Client().post(
+        "/whatsapp/webhook",
+        data=body,
+        content_type="application/json",
+        headers={"X-Hub-Signature-256": wa.sign(body, settings.WHATSAPP_APP_SECRET)},
+    )
+    return int(answer.status_code)
 
 
 def need(available: bool, reason: str) -> None:

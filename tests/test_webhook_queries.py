@@ -6,17 +6,14 @@ Counted inside the test's transaction, where the webhook's own transaction shows
 SAVEPOINT/RELEASE pair (in production it is BEGIN/COMMIT, which Django does not log).
 The queued work runs after commit and is not counted here."""
 
-import threading
+from functools import partial
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.db import connection
-from django.test import Client
 
 from multichannel.models import Channel, EndUser, UserMessage
 from multichannel.sandbox import whatsapp as wa
-from tests.conftest import PostWebhook
+from tests.conftest import PostWebhook, at_once, webhook_deliver
 from whatsapp.models import InboundMessage, OutboundMessage, WebhookDelivery, WhatsAppIdentity
 from whatsapp.services import identity_resolve
 
@@ -189,34 +186,6 @@ def test_a_stale_or_unknown_status_changes_nothing(post_counted: Any) -> None:
 # --- what the savings must keep: concurrent deliveries ------------------------------------
 
 
-def _in_threads(bodies: list[bytes]) -> list[int | BaseException]:
-    """POST each body from its own thread (and database connection), all at once."""
-    barrier = threading.Barrier(len(bodies))
-    answers: list[int | BaseException] = []
-
-    def deliver(body: bytes) -> None:
-        try:
-            barrier.wait()
-            answer = Client().post(
-                "/whatsapp/webhook",
-                data=body,
-                content_type="application/json",
-                headers={"X-Hub-Signature-256": wa.sign(body, settings.WHATSAPP_APP_SECRET)},
-            )
-            answers.append(answer.status_code)
-        except BaseException as exc:  # reported to the test
-            answers.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=deliver, args=(body,)) for body in bodies]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return answers
-
-
 @pytest.mark.django_db(transaction=True)
 def test_overlapping_batches_from_new_senders_at_once_store_each_message_once(
     django_capture_on_commit_callbacks: Any,
@@ -224,7 +193,7 @@ def test_overlapping_batches_from_new_senders_at_once_store_each_message_once(
     events = [wa.message_event(wa_id=wa_id) for wa_id in senders(6)]
     bodies = [wa.encode(wa.webhook_payload(events[start : start + 4])) for start in (0, 1, 2)]
     with django_capture_on_commit_callbacks(execute=False):
-        assert _in_threads(bodies) == [200, 200, 200]
+        assert at_once(*[partial(webhook_deliver, body) for body in bodies]) == [200, 200, 200]
     assert InboundMessage.objects.count() == 6
     assert EndUser.objects.count() == 6
     assert sorted(str(i.wa_id) for i in WhatsAppIdentity.objects.all()) == senders(6)
@@ -256,5 +225,5 @@ def test_statuses_at_once_in_opposite_orders_only_move_forward(
         ),
     ]
     with django_capture_on_commit_callbacks(execute=False):
-        assert _in_threads(bodies) == [200, 200]
+        assert at_once(*[partial(webhook_deliver, body) for body in bodies]) == [200, 200]
     assert set(OutboundMessage.objects.values_list("status", flat=True)) == {"read"}

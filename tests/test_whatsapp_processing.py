@@ -2,13 +2,11 @@
 in order, whatever fails transiently or crashes in between."""
 
 import itertools
-import threading
-from collections.abc import Iterator
 from datetime import timedelta
+from functools import partial
 
 import pytest
 import requests
-from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -19,7 +17,14 @@ from multichannel.sandbox.faults import fault_inject
 from multichannel.sandbox.models import SandboxGraphMessage
 from multichannel.sandbox.transport import InProcessAdapter
 from multichannel.tasks import process_end_user, recover_unfinished
-from tests.conftest import Calls, PostWebhook, response_creates, sent_texts
+from tests.conftest import (
+    Calls,
+    PostWebhook,
+    at_once,
+    response_creates,
+    sent_texts,
+    webhook_deliver,
+)
 from whatsapp.models import InboundMessage, OutboundMessage
 
 pytestmark = pytest.mark.django_db
@@ -476,55 +481,10 @@ def test_a_queue_outage_at_commit_still_acknowledges_and_recovery_answers(
 # --- concurrency -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def threaded() -> Iterator[None]:
-    from django.db import connections
-
-    yield
-    connections.close_all()
-
-
-def _in_threads(count: int, target) -> list[BaseException]:
-    from django.db import connection
-
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(count)
-
-    def run() -> None:
-        try:
-            barrier.wait()
-            target()
-        except BaseException as exc:  # reported to the test
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return errors
-
-
 @pytest.mark.django_db(transaction=True)
 def test_the_same_webhook_delivered_concurrently_is_answered_once(mka1_calls: Calls) -> None:
-    payload = wa.webhook_payload([wa.message_event(text="concurrent")])
-    body = wa.encode(payload)
-    signature = wa.sign(body, "sandbox-not-secret")
-    statuses: list[int] = []
-
-    def deliver() -> None:
-        answer = Client().post(
-            "/whatsapp/webhook",
-            data=body,
-            content_type="application/json",
-            headers={"X-Hub-Signature-256": signature},
-        )
-        statuses.append(answer.status_code)
-
-    assert _in_threads(5, deliver) == []
-    assert statuses == [200] * 5
+    body = wa.encode(wa.webhook_payload([wa.message_event(text="concurrent")]))
+    assert at_once(*[partial(webhook_deliver, body)] * 5) == [200] * 5
     assert InboundMessage.objects.count() == 1
     assert len(response_creates(mka1_calls)) == 1
     assert sent_texts() == ["You said: concurrent"]
@@ -538,7 +498,8 @@ def test_two_workers_on_one_user_never_fork_the_chain(mka1_calls: Calls) -> None
 
     webhook_receive(raw_body=b"{}", payload=wa.webhook_payload(events))
     end_user_id = UserMessage.objects.get(text="w0").end_user_id
-    assert _in_threads(3, lambda: process_end_user.call_local(end_user_id)) == []
+    outcomes = at_once(*[partial(process_end_user.call_local, end_user_id)] * 3)
+    assert [outcome for outcome in outcomes if isinstance(outcome, BaseException)] == []
     recover_unfinished.call_local()
     assert sent_texts() == [f"You said: w{i}" for i in range(4)]
     turns = list(Turn.objects.order_by("id"))
