@@ -379,10 +379,7 @@ def post_webhooks(app_url: str, users: int, messages: int, senders: int) -> Post
                     answer = session.post(
                         f"{app_url}/whatsapp/webhook",
                         data=body,
-                        headers={
-                            "Content-Type": "application/json",
-                            "X-Hub-Signature-256": wa.sign(body, APP_SECRET),
-                        },
+                        headers=wa.webhook_headers(body, APP_SECRET),
                         timeout=60,
                     )
                     failure = None if answer.status_code == 200 else f"{answer.status_code}"

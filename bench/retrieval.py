@@ -124,10 +124,7 @@ def answer_one_webhook(app: str, env: dict[str, str], scratch: Path) -> Stored:
     answer = requests.post(
         f"{app}/whatsapp/webhook",
         data=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-Hub-Signature-256": wa.sign(body, benchkit.APP_SECRET),
-        },
+        headers=wa.webhook_headers(body, benchkit.APP_SECRET),
         timeout=30,
     )
     if answer.status_code != 200:

@@ -37,10 +37,7 @@ def whatsapp_send(base_url: str, text: str) -> None:
     answer = requests.post(
         f"{base_url}/whatsapp/webhook",
         data=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-Hub-Signature-256": wa.sign(body, "sandbox-not-secret"),
-        },
+        headers=wa.webhook_headers(body, "sandbox-not-secret"),
         timeout=30,
     )
     assert answer.status_code == 200, answer.text

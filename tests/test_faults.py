@@ -90,10 +90,7 @@ class Sender:
 
     def post(self, batch: list[Message], deadline: float) -> None:
         body = webhook_body(batch)
-        headers = {
-            "Content-Type": "application/json",
-            "X-Hub-Signature-256": wa.sign(body, APP_SECRET),
-        }
+        headers = wa.webhook_headers(body, APP_SECRET)
         with requests.Session() as session:
             while time.monotonic() < deadline:
                 try:

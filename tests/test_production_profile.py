@@ -120,10 +120,7 @@ def test_gunicorn_and_a_worker_on_postgres_and_redis_answer_a_webhook(
             answer = requests.post(
                 f"{app}/whatsapp/webhook",
                 data=body,
-                headers={
-                    "Content-Type": "application/json",
-                    "X-Hub-Signature-256": wa.sign(body, APP_SECRET),
-                },
+                headers=wa.webhook_headers(body, APP_SECRET),
                 timeout=10,
             )
             assert answer.status_code == 200

@@ -17,6 +17,11 @@ def sign(body: bytes, app_secret: str) -> str:
     return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def webhook_headers(body: bytes, app_secret: str) -> dict[str, str]:
+    """The headers Meta posts a webhook body with."""
+    return {"Content-Type": "application/json", "X-Hub-Signature-256": sign(body, app_secret)}
+
+
 def message_event(
     *,
     wa_id: str | None = "15551234567",

@@ -49,10 +49,7 @@ class Command(StrictCommand):
                 answer = requests.post(
                     f"{options['url'].rstrip('/')}/whatsapp/webhook",
                     data=body,
-                    headers={
-                        "Content-Type": "application/json",
-                        "X-Hub-Signature-256": wa.sign(body, settings.WHATSAPP_APP_SECRET),
-                    },
+                    headers=wa.webhook_headers(body, settings.WHATSAPP_APP_SECRET),
                     timeout=30,
                 )
             except requests.RequestException as exc:
