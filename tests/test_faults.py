@@ -10,13 +10,12 @@ import json
 import os
 import random
 import shutil
-import signal
 import sqlite3
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,28 +120,12 @@ class Sender:
                 for future in futures:
                     future.result()
 
-    def send_in_background(
-        self, rounds: list[list[list[Message]]], **kwargs: Any
-    ) -> threading.Thread:
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                self.send(rounds, **kwargs)
-            except BaseException as exc:  # re-raised by join_sender
-                errors.append(exc)
-
-        thread = threading.Thread(target=run)
-        thread.errors = errors  # type: ignore[attr-defined]
-        thread.start()
-        return thread
-
-
-def join_sender(thread: threading.Thread) -> None:
-    thread.join(timeout=180)
-    assert not thread.is_alive(), "the sender never finished"
-    for error in thread.errors:  # type: ignore[attr-defined]
-        raise error
+    def send_in_background(self, rounds: list[list[list[Message]]], **kwargs: Any) -> Future[None]:
+        """send() in a thread; the future's result() waits for it and re-raises."""
+        runner = ThreadPoolExecutor(1)
+        sending = runner.submit(self.send, rounds, **kwargs)
+        runner.shutdown(wait=False)
+        return sending
 
 
 def in_rounds(messages: list[Message]) -> list[list[list[Message]]]:
@@ -334,7 +317,7 @@ def test_web_killed_while_webhooks_arrive_processes_every_acknowledged_message(
     acknowledged_before = len(sender.acknowledged)
     time.sleep(1)
     app.start("web")
-    join_sender(sending)
+    sending.result(timeout=180)
     wait_until_delivered(app, len(messages))
     result = tally(
         app, sender, messages, scenario="web server SIGKILLed under webhooks",
@@ -429,7 +412,7 @@ def test_sqlite_locked_by_another_writer_loses_nothing(stack: Callable[..., Stac
         time.sleep(3)
         blocker.execute("ROLLBACK")
         blocker.close()
-    join_sender(sending)
+    sending.result(timeout=180)
     wait_until_delivered(app, len(messages))
     result = tally(
         app, sender, messages, scenario="SQLite locked / busy",
@@ -440,44 +423,50 @@ def test_sqlite_locked_by_another_writer_loses_nothing(stack: Callable[..., Stac
     settle(app, result)
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """A Redis server of this test's own (it is killed and restarted here), no disk."""
-    need(shutil.which("redis-server") is not None, "redis-server is not installed")
-    port = free_port()
-    servers: list[subprocess.Popen[bytes]] = []
+class PrivateRedis:
+    """A Redis server of one test's own, so that it can be killed and restarted; it keeps
+    nothing on disk, like the machine's."""
 
-    def start() -> subprocess.Popen[bytes]:
-        server = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(tmp_path)],
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.directory = directory
+        self.server: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.server = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        servers.append(server)
         deadline = time.monotonic() + 10
-        while not reachable("127.0.0.1", port):
+        while not reachable("127.0.0.1", self.port):
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
-        return server
 
-    start.port = port  # type: ignore[attr-defined]
-    yield start
-    for server in servers:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+    def kill(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            self.server.kill()  # SIGKILL: no chance to save anything
+            self.server.wait()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    need(shutil.which("redis-server") is not None, "redis-server is not installed")
+    redis = PrivateRedis(tmp_path)
+    redis.start()
+    yield redis
+    redis.kill()
 
 
 def test_redis_restarted_under_load_on_postgres_loses_nothing(
-    stack: Callable[..., Stack], private_redis: Callable[[], subprocess.Popen[bytes]]
+    stack: Callable[..., Stack], private_redis: PrivateRedis
 ) -> None:
     need(reachable("127.0.0.1", 5432), "PostgreSQL is not running on 127.0.0.1:5432")
-    redis_server = private_redis()
-    redis_url = f"redis://127.0.0.1:{private_redis.port}/0"  # type: ignore[attr-defined]
     with postgres_database("mc_fault") as database_url:
         app = stack(
             database_url=database_url,
-            redis_url=redis_url,
+            redis_url=private_redis.url,
             sandbox_env={"SANDBOX_MKA1_LATENCY_MS": "100"},
         )
         started = time.monotonic()
@@ -486,11 +475,10 @@ def test_redis_restarted_under_load_on_postgres_loses_nothing(
         sending = sender.send_in_background(in_rounds(messages), pace=0.03)
         while len(sender.acknowledged) < 30:
             time.sleep(0.05)
-        redis_server.send_signal(signal.SIGKILL)  # queued and scheduled tasks are gone
-        redis_server.wait()
+        private_redis.kill()  # queued and scheduled tasks are gone
         time.sleep(2)
-        private_redis()
-        join_sender(sending)
+        private_redis.start()
+        sending.result(timeout=180)
         wait_until_delivered(app, len(messages), timeout=180)
         result = tally(
             app, sender, messages, scenario="Redis restarted under load (PostgreSQL + Redis)",
