@@ -20,7 +20,7 @@ from django.utils.safestring import SafeString, mark_safe
 from audit.evidence import CONDITIONS, LABELS, cross_channel_pairs
 from audit.jsonl import SEED_KEYS, seed_fields_and_line
 from audit.models import AuditEvent
-from multichannel.admin import ReadOnlyAdmin
+from audit.toolkit import ReadOnlyAdmin
 
 
 def jsonl_download(events: QuerySet[AuditEvent], filename: str) -> StreamingHttpResponse:

@@ -4,7 +4,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -12,7 +12,15 @@ from django.utils import timezone
 from audit.integrity import canonical_context, chain_hash, content_digest
 from audit.jsonl import format_timestamp
 from audit.models import AuditChainHead, AuditEvent
-from multichannel.mka1 import Mka1Object
+
+
+@runtime_checkable
+class WireObject(Protocol):
+    """An object received from an outside service with the body text exactly as it came
+    off the wire (the MKA1 client's `Mka1Object` is one)."""
+
+    @property
+    def raw(self) -> str: ...
 
 
 def compact_json(value: Any) -> str:
@@ -29,11 +37,11 @@ def compact_wire_text(raw: str) -> str:
     return _STRING_OR_GAP.sub(lambda match: match.group(1) or "", raw)
 
 
-def full_response_text(full_response: Mka1Object | Mapping[str, Any] | None) -> str:
+def full_response_text(full_response: WireObject | Mapping[str, Any] | None) -> str:
     """The object as received, in compact form; key order and values are kept."""
     if full_response is None:
         return "null"
-    if isinstance(full_response, Mka1Object):
+    if isinstance(full_response, WireObject):
         # Use the wire text rather than the parsed dict so nothing we did to the dict
         # after receiving it can leak into the ledger. Only whitespace is dropped: a
         # json.loads/dumps round trip would rewrite numbers (1e5 -> 100000.0, 1E400 ->
@@ -56,7 +64,7 @@ def audit_event_record(
     response_id: str | None = None,
     conversation_id: str | None = None,
     previous_response_id: str | None = None,
-    full_response: Mka1Object | Mapping[str, Any] | None = None,
+    full_response: WireObject | Mapping[str, Any] | None = None,
     api_key_fingerprint: str = "",
     context: Mapping[str, Any] | None = None,
     timestamp: datetime | None = None,

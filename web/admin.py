@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from multichannel.admin import ReadOnlyAdmin
+from audit.toolkit import ReadOnlyAdmin
 from web.models import SignInLink
 
 

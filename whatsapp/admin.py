@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from multichannel.admin import ReadOnlyAdmin
+from audit.toolkit import ReadOnlyAdmin
 from whatsapp.models import InboundMessage, OutboundMessage, WebhookDelivery, WhatsAppIdentity
 
 

@@ -5,7 +5,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from audit.evidence import CONDITIONS, LABELS, Pair, cross_channel_pairs, pair_json, timeline
 from audit.jsonl import format_timestamp
-from multichannel.cli import StrictCommand, non_empty
+from audit.toolkit import StrictCommand, non_empty
 
 
 class Command(StrictCommand):

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from audit.accounts import GROUP, AuditorError, auditor_save
-from multichannel.cli import StrictCommand, non_empty
+from audit.toolkit import StrictCommand, non_empty
 
 PASSWORD_VARIABLE = "AUDITOR_PASSWORD"  # noqa: S105 (a variable's name, not a password)
 

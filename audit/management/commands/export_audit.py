@@ -10,7 +10,7 @@ from django.db import connections
 
 from audit.jsonl import INTEGRITY_FIELDS, SEED_KEYS, integrity_line, seed_fields_and_line
 from audit.selectors import AuditFilter, audit_events_filter
-from multichannel.cli import StrictCommand, atomic_output, non_empty, utc_datetime
+from audit.toolkit import StrictCommand, atomic_output, non_empty, utc_datetime
 
 CHUNK = 2000
 # Lines formatted with one map() and written with one call (a few hundred KiB): far

@@ -3,8 +3,8 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from audit.toolkit import StrictCommand
 from audit.verification import ExportFormatError, verify_database, verify_file
-from multichannel.cli import StrictCommand
 
 
 class Command(StrictCommand):

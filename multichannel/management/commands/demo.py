@@ -11,8 +11,8 @@ from django.core.management.base import CommandError, CommandParser
 from django.test import Client
 
 from audit.evidence import LABELS, cross_channel_pairs
+from audit.toolkit import StrictCommand
 from audit.verification import verify_database
-from multichannel.cli import StrictCommand
 from multichannel.models import UserMessage
 from multichannel.processing import user_messages_process
 from multichannel.sandbox import whatsapp as wa

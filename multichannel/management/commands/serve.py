@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError, CommandParser
 
 from audit.accounts import auditor_save
-from multichannel.cli import StrictCommand
+from audit.toolkit import StrictCommand
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
 DEMO_AUDITOR = "auditor"

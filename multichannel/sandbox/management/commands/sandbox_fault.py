@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
-from multichannel.cli import StrictCommand
+from audit.toolkit import StrictCommand
 from multichannel.sandbox.faults import fault_inject, faults_clear
 
 # Endpoint names as the sandbox views take faults: "responses.create", "graph.messages"...

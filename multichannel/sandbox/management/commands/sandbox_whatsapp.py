@@ -6,7 +6,7 @@ import requests
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
-from multichannel.cli import StrictCommand
+from audit.toolkit import StrictCommand
 from multichannel.sandbox import whatsapp as wa
 from multichannel.sandbox.phone_views import webhook_post
 

@@ -1,4 +1,8 @@
-"""Small helpers for management commands: one-line argument errors, typed parsers."""
+"""Generic helpers every app uses: management commands with one-line argument errors,
+typed argument parsers, atomic file output, and the read-only admin base.
+
+A leaf: it imports Django and the standard library only, never an app of ours, so the
+bottom layer (audit) and everything above it can use it (import-linter checks this)."""
 
 import argparse
 import os
@@ -10,7 +14,9 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from django.contrib import admin
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.http import HttpRequest
 from django.utils.dateparse import parse_date, parse_datetime
 
 
@@ -75,3 +81,16 @@ def atomic_output(path: Path, *, encoding: str = "utf-8") -> Iterator[TextIO]:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Browsable, never editable: the admin is for auditors, not for changing records."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
