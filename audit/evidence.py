@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from audit.jsonl import format_timestamp
+from audit.integrity import format_timestamp
 from audit.models import AuditEvent
 
 CONDITIONS = ("same_api_key", "same_end_user_id", "same_response_id", "same_conversation_id")

@@ -10,11 +10,22 @@ exported JSONL file offline.
 import hashlib
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from audit.models import GENESIS_HASH
+GENESIS_HASH = "0" * 64
 
-__all__ = ["GENESIS_HASH", "chain_hash", "content_digest"]
+
+def format_timestamp(moment: datetime) -> str:
+    """UTC, milliseconds (truncated), `Z`. The content digests of the hash chain cover
+    this text, so it must never change for any input."""
+    moment = moment.astimezone(UTC)
+    if moment.year < 1000:
+        # isoformat() pads the year to four digits; strftime's %Y does not on glibc.
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # Same text as the strftime above, without time.strftime's round trip:
+    # "2026-03-30T19:10:14.412+00:00" less the offset, plus "Z".
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def canonical_context(context: Mapping[str, Any] | None) -> str:

@@ -4,13 +4,32 @@ Ids are stored as values, never as foreign keys, so no deletion anywhere can cas
 into the ledger. Rows are written only by `audit.services.audit_event_record`.
 """
 
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from django.db import models
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
+
+from audit.integrity import (
+    GENESIS_HASH,
+    canonical_context,
+    chain_hash,
+    content_digest,
+    format_timestamp,
+)
+from audit.wire import WireObject, full_response_text
 
 
 class AppendOnlyError(Exception):
     """Raised on any attempt to change or remove an audit event."""
+
+
+class LedgerUnavailableError(Exception):
+    """The ledger cannot be written (its chain head is missing while events exist):
+    nothing that must be audited may happen until an operator has looked."""
 
 
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
@@ -29,8 +48,84 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
     def update_or_create(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise AppendOnlyError("audit events cannot be updated")
 
+    def create(self, **kwargs: Any) -> NoReturn:
+        raise AppendOnlyError("audit events are written only by AuditEvent.objects.record")
 
-GENESIS_HASH = "0" * 64
+    def get_or_create(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise AppendOnlyError("audit events are written only by AuditEvent.objects.record")
+
+    def record(
+        self,
+        *,
+        channel: str,
+        action: str,
+        end_user_id: str,
+        response_id: str | None = None,
+        conversation_id: str | None = None,
+        previous_response_id: str | None = None,
+        full_response: WireObject | Mapping[str, Any] | None = None,
+        api_key_fingerprint: str = "",
+        context: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+    ) -> "AuditEvent":
+        """Append one event to the ledger and the hash chain.
+
+        Runs in its own (possibly nested) transaction and holds the chain head's row
+        lock until the outermost transaction commits, so concurrent writers line up one
+        after the other: each takes the next sequence number and chains to the hash
+        before it."""
+        if not end_user_id:
+            raise ValueError("an audit event needs the end user id")
+        text = full_response_text(full_response)
+        body_digest = hashlib.sha256(text.encode()).hexdigest() if text != "null" else None
+        content: dict[str, Any] = {
+            "channel": channel,
+            "action": action,
+            "end_user_id": end_user_id,
+            "response_id": response_id,
+            "conversation_id": conversation_id,
+            "previous_response_id": previous_response_id,
+            "api_key_fingerprint": api_key_fingerprint,
+            # JSON-safe, or refused now rather than by the database.
+            "context": json.loads(canonical_context(context)),
+        }
+        with transaction.atomic(using=self.db):
+            if body_digest is not None:
+                # A body seen before (the same response retrieved again) is not stored
+                # again. Written before the chain lock is taken: it needs no order.
+                AuditBody.objects.using(self.db).bulk_create(
+                    [AuditBody(digest=body_digest, text=text)], ignore_conflicts=True
+                )
+            head = AuditChainHead.objects.using(self.db).locked()
+            # Taken under the lock, so timestamps follow the chain order.
+            moment = _millis(timestamp or timezone.now())
+            sequence = head.sequence + 1
+            digest = content_digest(
+                timestamp=format_timestamp(moment), full_response=text, **content
+            )
+            link = chain_hash(sequence=sequence, previous_hash=head.hash, digest=digest)
+            event = AuditEvent(
+                sequence=sequence,
+                timestamp=moment,
+                body_id=body_digest,
+                content_digest=digest,
+                previous_hash=head.hash,
+                hash=link,
+                **content,
+            )
+            # The plain QuerySet's insert: this method is the one way in, and the
+            # refusing overrides above (and Model.save) keep every other way shut.
+            models.QuerySet.bulk_create(self, [event])
+            AuditChainHead.objects.using(self.db).filter(pk=head.pk).update(
+                sequence=sequence, hash=link
+            )
+        return event
+
+
+def _millis(moment: datetime) -> datetime:
+    # The export shows milliseconds; store exactly what is exported.
+    moment = moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 class AuditEvent(models.Model):
@@ -44,9 +139,19 @@ class AuditEvent(models.Model):
     response_id = models.CharField(max_length=128, null=True, blank=True, db_index=True)
     conversation_id = models.CharField(max_length=128, null=True, blank=True, db_index=True)
     previous_response_id = models.CharField(max_length=128, null=True, blank=True)
-    # JSON text, not a JSON column: PostgreSQL's jsonb would reorder the keys, and the
-    # export must carry the MKA1 object exactly as it came off the wire.
-    full_response = models.TextField(default="null")
+    # The MKA1 object exactly as received, stored once per distinct text: the tenth
+    # retrieval of the same response costs a row here, not another copy of the body.
+    # A reference by digest, not a database foreign key: no deletion cascades into the
+    # ledger, and an erased body leaves the event (and its content digest) in place.
+    body = models.ForeignKey(
+        "AuditBody",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_column="full_response_sha256",
+        related_name="+",
+    )
     # sha256 of the MKA1 API key, shortened: proves "same API user" without the key.
     api_key_fingerprint = models.CharField(max_length=64, blank=True)
     # Extra context, such as the WhatsApp message id that caused the call.
@@ -73,22 +178,68 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         return f"{self.timestamp:%Y-%m-%d %H:%M:%S} {self.channel} {self.action}"
 
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        if not self._state.adding or not getattr(self, "_recording", False):
-            raise AppendOnlyError("audit events are written only by audit_event_record")
-        super().save(*args, **kwargs)
+    def save(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise AppendOnlyError("audit events are written only by AuditEvent.objects.record")
 
     def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise AppendOnlyError("audit events cannot be deleted")
 
+    @property
+    def full_response(self) -> str:
+        """The stored body's JSON text as exported ("null" when there is none)."""
+        if self.body_id is None:
+            return "null"
+        try:
+            return self.body.text  # type: ignore[union-attr]
+        except AuditBody.DoesNotExist:  # erased
+            return "null"
+
+
+class AuditBody(models.Model):
+    """A distinct `full_response` text, keyed by its SHA-256. JSON text, not a JSON
+    column: PostgreSQL's jsonb would reorder the keys, and the export must carry the
+    MKA1 object exactly as it came off the wire."""
+
+    digest = models.CharField(primary_key=True, max_length=64)
+    text = models.TextField()
+
+    class Meta:
+        verbose_name = "audit body"
+
+    def __str__(self) -> str:
+        return self.digest
+
+
+class AuditChainHeadQuerySet(models.QuerySet["AuditChainHead"]):
+    def locked(self) -> "AuditChainHead":
+        """The head, locked until the transaction ends. A new ledger starts one; a
+        ledger that has events but lost its head is refused, never restarted at 0."""
+        head = self.select_for_update().filter(pk=1).first()
+        if head is not None:
+            return head
+        if AuditEvent.objects.using(self.db).exists():
+            raise LedgerUnavailableError(
+                "the audit chain head is missing while the ledger holds events; "
+                "run verify_audit and restore it before anything else is recorded"
+            )
+        try:
+            with transaction.atomic(using=self.db):
+                self.create(pk=1)
+        except IntegrityError:
+            pass  # a concurrent writer started it first
+        return self.select_for_update().get(pk=1)
+
 
 class AuditChainHead(models.Model):
     """The last link of the chain: one row, locked by every writer, so two workers
-    recording at once can never fork the chain or reuse a sequence number."""
+    recording at once can never fork the chain or reuse a sequence number. Database
+    triggers refuse deleting it or moving it back (audit/triggers.py)."""
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     sequence = models.BigIntegerField(default=0)
     hash = models.CharField(max_length=64, default=GENESIS_HASH)
+
+    objects = AuditChainHeadQuerySet.as_manager()
 
     def __str__(self) -> str:
         return f"audit chain head at {self.sequence}"

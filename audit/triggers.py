@@ -1,46 +1,146 @@
-"""Database triggers that make the audit table append-only below the ORM: even raw SQL
+"""Database triggers that make the ledger append-only below the ORM: even raw SQL
 through the application's connection cannot UPDATE or DELETE an event (nor, on
-PostgreSQL, TRUNCATE the table)."""
+PostgreSQL, TRUNCATE the table), nor change a stored body. The chain head is guarded
+the same way: it can only move forward and cannot be deleted (a lost head would make
+every writer fail, or a restarted one fork the chain).
+
+Triggers are grouped by table and installed for the tables that exist, so a migration
+written before a table existed installs exactly what it did then."""
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 TABLE = "audit_auditevent"
+HEAD = "audit_auditchainhead"
+BODY = "audit_auditbody"
 MESSAGE = "audit events are append-only"
+HEAD_MESSAGE = "the audit chain head only moves forward"
+BODY_MESSAGE = "audit bodies cannot be changed"
 
-_SQLITE_INSTALL = [
-    f"""CREATE TRIGGER IF NOT EXISTS audit_event_no_update BEFORE UPDATE ON {TABLE}
-        BEGIN SELECT RAISE(ABORT, '{MESSAGE}'); END""",
-    f"""CREATE TRIGGER IF NOT EXISTS audit_event_no_delete BEFORE DELETE ON {TABLE}
-        BEGIN SELECT RAISE(ABORT, '{MESSAGE}'); END""",
-]
-_SQLITE_UNINSTALL = [
-    "DROP TRIGGER IF EXISTS audit_event_no_update",
-    "DROP TRIGGER IF EXISTS audit_event_no_delete",
-]
-_POSTGRES_INSTALL = [
-    f"""CREATE OR REPLACE FUNCTION audit_event_append_only() RETURNS trigger AS $$
-        BEGIN RAISE EXCEPTION '{MESSAGE}' USING ERRCODE = 'insufficient_privilege'; END;
-        $$ LANGUAGE plpgsql""",
-    f"DROP TRIGGER IF EXISTS audit_event_no_change ON {TABLE}",
-    f"""CREATE TRIGGER audit_event_no_change BEFORE UPDATE OR DELETE ON {TABLE}
-        FOR EACH ROW EXECUTE FUNCTION audit_event_append_only()""",
-    f"DROP TRIGGER IF EXISTS audit_event_no_truncate ON {TABLE}",
-    f"""CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON {TABLE}
-        FOR EACH STATEMENT EXECUTE FUNCTION audit_event_append_only()""",
-]
-_POSTGRES_UNINSTALL = [
-    f"DROP TRIGGER IF EXISTS audit_event_no_change ON {TABLE}",
-    f"DROP TRIGGER IF EXISTS audit_event_no_truncate ON {TABLE}",
-    "DROP FUNCTION IF EXISTS audit_event_append_only()",
-]
+
+def _sqlite_abort(name: str, when: str, table: str, message: str, condition: str = "") -> str:
+    return (
+        f"CREATE TRIGGER IF NOT EXISTS {name} BEFORE {when} ON {table} {condition} "
+        f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
+    )
+
+
+def _postgres_function(name: str, message: str, allow: str = "") -> str:
+    # `allow`: a condition under which the change goes through (the head moving forward).
+    permit = f"IF {allow} THEN RETURN NEW; END IF;" if allow else ""
+    return (
+        f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger AS $$ BEGIN {permit} "
+        f"RAISE EXCEPTION '{message}' USING ERRCODE = 'insufficient_privilege'; END; "
+        "$$ LANGUAGE plpgsql"
+    )
+
+
+def _postgres_trigger(
+    name: str, when: str, table: str, function: str, each: str = "ROW"
+) -> list[str]:
+    return [
+        f"DROP TRIGGER IF EXISTS {name} ON {table}",
+        f"CREATE TRIGGER {name} BEFORE {when} ON {table} "
+        f"FOR EACH {each} EXECUTE FUNCTION {function}()",
+    ]
+
+
+# table -> (install, uninstall) per vendor
+_SQLITE: dict[str, tuple[list[str], list[str]]] = {
+    TABLE: (
+        [
+            _sqlite_abort("audit_event_no_update", "UPDATE", TABLE, MESSAGE),
+            _sqlite_abort("audit_event_no_delete", "DELETE", TABLE, MESSAGE),
+        ],
+        [
+            "DROP TRIGGER IF EXISTS audit_event_no_update",
+            "DROP TRIGGER IF EXISTS audit_event_no_delete",
+        ],
+    ),
+    HEAD: (
+        [
+            _sqlite_abort("audit_head_no_delete", "DELETE", HEAD, HEAD_MESSAGE),
+            _sqlite_abort(
+                "audit_head_forward",
+                "UPDATE",
+                HEAD,
+                HEAD_MESSAGE,
+                "WHEN NEW.id != OLD.id OR NEW.sequence <= OLD.sequence",
+            ),
+        ],
+        [
+            "DROP TRIGGER IF EXISTS audit_head_no_delete",
+            "DROP TRIGGER IF EXISTS audit_head_forward",
+        ],
+    ),
+    BODY: (
+        [_sqlite_abort("audit_body_no_update", "UPDATE", BODY, BODY_MESSAGE)],
+        ["DROP TRIGGER IF EXISTS audit_body_no_update"],
+    ),
+}
+_POSTGRES: dict[str, tuple[list[str], list[str]]] = {
+    TABLE: (
+        [
+            _postgres_function("audit_event_append_only", MESSAGE),
+            *_postgres_trigger(
+                "audit_event_no_change", "UPDATE OR DELETE", TABLE, "audit_event_append_only"
+            ),
+            *_postgres_trigger(
+                "audit_event_no_truncate", "TRUNCATE", TABLE, "audit_event_append_only", "STATEMENT"
+            ),
+        ],
+        [
+            f"DROP TRIGGER IF EXISTS audit_event_no_change ON {TABLE}",
+            f"DROP TRIGGER IF EXISTS audit_event_no_truncate ON {TABLE}",
+            "DROP FUNCTION IF EXISTS audit_event_append_only()",
+        ],
+    ),
+    HEAD: (
+        [
+            _postgres_function(
+                "audit_head_forward_only",
+                HEAD_MESSAGE,
+                allow="TG_OP = 'UPDATE' AND NEW.id = OLD.id AND NEW.sequence > OLD.sequence",
+            ),
+            *_postgres_trigger(
+                "audit_head_forward", "UPDATE OR DELETE", HEAD, "audit_head_forward_only"
+            ),
+            *_postgres_trigger(
+                "audit_head_no_truncate", "TRUNCATE", HEAD, "audit_head_forward_only", "STATEMENT"
+            ),
+        ],
+        [
+            f"DROP TRIGGER IF EXISTS audit_head_forward ON {HEAD}",
+            f"DROP TRIGGER IF EXISTS audit_head_no_truncate ON {HEAD}",
+            "DROP FUNCTION IF EXISTS audit_head_forward_only()",
+        ],
+    ),
+    BODY: (
+        [
+            _postgres_function("audit_body_immutable", BODY_MESSAGE),
+            *_postgres_trigger("audit_body_no_update", "UPDATE", BODY, "audit_body_immutable"),
+        ],
+        [
+            f"DROP TRIGGER IF EXISTS audit_body_no_update ON {BODY}",
+            "DROP FUNCTION IF EXISTS audit_body_immutable()",
+        ],
+    ),
+}
 
 
 def _statements(connection: BaseDatabaseWrapper, install: bool) -> list[str]:
     if connection.vendor == "sqlite":
-        return _SQLITE_INSTALL if install else _SQLITE_UNINSTALL
-    if connection.vendor == "postgresql":
-        return _POSTGRES_INSTALL if install else _POSTGRES_UNINSTALL
-    raise NotImplementedError(f"no append-only triggers for {connection.vendor}")
+        groups = _SQLITE
+    elif connection.vendor == "postgresql":
+        groups = _POSTGRES
+    else:
+        raise NotImplementedError(f"no append-only triggers for {connection.vendor}")
+    present = set(connection.introspection.table_names())
+    return [
+        statement
+        for table, (installs, uninstalls) in groups.items()
+        if table in present
+        for statement in (installs if install else uninstalls)
+    ]
 
 
 def triggers_install(connection: BaseDatabaseWrapper) -> None:

@@ -5,8 +5,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from audit.integrity import GENESIS_HASH, chain_hash, content_digest
-from audit.jsonl import INTEGRITY_FIELDS, SEED_KEYS, format_timestamp
+from audit.integrity import GENESIS_HASH, chain_hash, content_digest, format_timestamp
+from audit.jsonl import INTEGRITY_FIELDS, SEED_KEYS, seed_fields
 from audit.models import AuditChainHead, AuditEvent
 
 _FULL_RESPONSE = ',"full_response":'
@@ -108,13 +108,14 @@ def verify(
 
 # --- the database --------------------------------------------------------------------
 
-_DB_FIELDS = ("sequence", "timestamp", *SEED_KEYS[1:], *INTEGRITY_FIELDS[1:])
+_DB_NAMES = ("sequence", "timestamp", *SEED_KEYS[1:], *INTEGRITY_FIELDS[1:])
+_DB_FIELDS = ("sequence", "timestamp", *seed_fields()[1:], *INTEGRITY_FIELDS[1:])
 
 
 def database_records(chunk: int = 2000) -> Iterator[Record]:
     rows = AuditEvent.objects.order_by("sequence").values_list(*_DB_FIELDS)
     for row in rows.iterator(chunk_size=chunk):
-        values = dict(zip(_DB_FIELDS, row, strict=True))
+        values = dict(zip(_DB_NAMES, row, strict=True))
         values["timestamp"] = format_timestamp(values["timestamp"])
         yield Record(**values)
 

@@ -69,7 +69,7 @@ def without_triggers():
     "sql",
     [
         "UPDATE audit_auditevent SET channel = 'webapp'",
-        "UPDATE audit_auditevent SET full_response = '{}' WHERE sequence = 1",
+        "UPDATE audit_auditevent SET full_response_sha256 = NULL WHERE sequence = 1",
         "DELETE FROM audit_auditevent",
         "DELETE FROM audit_auditevent WHERE sequence = 1",
     ],
@@ -174,15 +174,14 @@ def test_concurrent_writers_keep_one_linear_chain() -> None:
 def test_an_edited_event_is_caught(without_triggers) -> None:
     record(4)
     raw_sql(
-        "UPDATE audit_auditevent SET full_response = %s WHERE sequence = 3",
-        ['{"id":"resp_2","output_text":"forged"}'],
+        "UPDATE audit_auditbody SET text = %s WHERE digest = %s",
+        ['{"id":"resp_2","output_text":"forged"}', AuditEvent.objects.get(sequence=3).body_id],
     )
     assert failure() == "FAIL at sequence 3: changed (content does not match its digest)"
 
 
 def test_an_edit_with_a_recomputed_digest_is_caught_by_the_hash(without_triggers) -> None:
-    from audit.integrity import content_digest
-    from audit.jsonl import format_timestamp
+    from audit.integrity import content_digest, format_timestamp
 
     events = record(3)
     target = events[1]
@@ -358,3 +357,54 @@ def test_a_file_that_is_not_an_export_is_refused(
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     assert "cannot read" in failure("--file", str(tmp_path / "nope.jsonl"))
     assert "--partial only applies" in failure("--partial")
+
+
+# --- bodies and the chain head ---------------------------------------------------------------
+
+
+def test_a_body_retrieved_again_is_stored_once_and_exported_each_time(tmp_path: Path) -> None:
+    from audit.models import AuditBody
+
+    body = {"id": "resp_same", "output_text": "the same answer " * 50}
+    record(1, action="responses.create", full_response=body)
+    record(1, channel="webapp", action="responses.get", full_response=body)
+    record(1, channel="webapp", action="responses.get", full_response=body)
+    assert AuditEvent.objects.count() == 3
+    assert AuditBody.objects.count() == 1
+    lines = export(tmp_path).read_text().splitlines()
+    assert [json.loads(line)["full_response"] for line in lines] == [body, body, body]
+    assert verify().startswith("OK: 3 events")
+
+
+def test_a_stored_body_cannot_be_changed_in_the_database() -> None:
+    (event,) = record(1)
+    with pytest.raises(DatabaseError, match="cannot be changed"), transaction.atomic():
+        raw_sql("UPDATE audit_auditbody SET text = '{}' WHERE digest = %s", [event.body_id])
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM audit_auditchainhead",
+        "UPDATE audit_auditchainhead SET sequence = 1",
+        "UPDATE audit_auditchainhead SET sequence = 3",
+    ],
+)
+def test_the_chain_head_cannot_be_deleted_or_moved_back(sql: str) -> None:
+    record(3)
+    with pytest.raises(DatabaseError, match="only moves forward"), transaction.atomic():
+        raw_sql(sql)
+    assert AuditChainHead.objects.get().sequence == 3
+
+
+def test_a_lost_chain_head_stops_recording_instead_of_restarting_the_chain(
+    without_triggers,
+) -> None:
+    from audit.models import LedgerUnavailableError
+
+    record(2)
+    raw_sql("DELETE FROM audit_auditchainhead")
+    with pytest.raises(LedgerUnavailableError, match="chain head is missing"):
+        record(1)
+    assert AuditEvent.objects.count() == 2
+    assert not AuditChainHead.objects.exists()

@@ -83,7 +83,7 @@ def test_saving_a_changed_event_is_refused(event: AuditEvent) -> None:
 
 def test_the_instance_returned_by_record_cannot_be_saved_again(event: AuditEvent) -> None:
     before = rows()
-    event.full_response = '{"id":"forged"}'
+    event.response_id = "resp_forged"
     with pytest.raises(AppendOnlyError):
         event.save()
     assert rows() == before

@@ -24,7 +24,8 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from audit import jsonl
-from audit.jsonl import SEED_KEYS, event_line, format_timestamp, values_line
+from audit.integrity import format_timestamp
+from audit.jsonl import SEED_KEYS, event_line, seed_fields, values_line
 from audit.management.commands import export_audit
 from audit.models import AuditEvent
 from audit.services import audit_event_record
@@ -254,7 +255,7 @@ def test_the_fast_export_path_writes_what_values_line_writes(
             previous_response_id=f"resp_{n - 1}" if n else None,
             full_response={"n": n, "text": "São Paulo 🌤"},
         )
-    rows = AuditEvent.objects.order_by("sequence").values_list(*SEED_KEYS)
+    rows = AuditEvent.objects.order_by("sequence").values_list(*seed_fields())
     expected = "".join(values_line(row) + "\n" for row in rows)
     assert export() == expected
     monkeypatch.setattr(jsonl, "utc_wall_clock_selectable", lambda connection: False)

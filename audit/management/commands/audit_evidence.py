@@ -4,7 +4,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from audit.evidence import CONDITIONS, LABELS, Pair, cross_channel_pairs, pair_json, timeline
-from audit.jsonl import format_timestamp
+from audit.integrity import format_timestamp
 from audit.toolkit import StrictCommand, non_empty
 
 

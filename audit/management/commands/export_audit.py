@@ -8,7 +8,7 @@ from typing import Any, TextIO, cast
 from django.core.management.base import CommandError, CommandParser
 from django.db import connections
 
-from audit.jsonl import INTEGRITY_FIELDS, SEED_KEYS, integrity_line, seed_fields_and_line
+from audit.jsonl import INTEGRITY_FIELDS, integrity_line, seed_fields, seed_fields_and_line
 from audit.selectors import AuditFilter, audit_events_filter
 from audit.toolkit import StrictCommand, atomic_output, non_empty, utc_datetime
 
@@ -86,7 +86,7 @@ class Command(StrictCommand):
         fields: tuple[Any, ...]
         line: Callable[[Sequence[Any]], str]
         if self.with_integrity:
-            fields, line = (*SEED_KEYS, *INTEGRITY_FIELDS), integrity_line
+            fields, line = (*seed_fields(), *INTEGRITY_FIELDS), integrity_line
         else:
             fields, line = seed_fields_and_line(connections[events.db])
         # iterator(): a server-side cursor on PostgreSQL, chunked fetches on SQLite;
