@@ -8,9 +8,17 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import FieldError, ValidationError
 from django.db import connections
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseBase,
+    StreamingHttpResponse,
+)
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -21,6 +29,10 @@ from audit.evidence import CONDITIONS, LABELS, cross_channel_pairs
 from audit.jsonl import SEED_KEYS, seed_fields_and_line
 from audit.models import AuditEvent
 from audit.toolkit import ReadOnlyAdmin
+
+
+class BadFilterError(ValueError):
+    pass
 
 
 def jsonl_download(events: QuerySet[AuditEvent], filename: str) -> StreamingHttpResponse:
@@ -76,6 +88,9 @@ class AuditEventAdmin(ReadOnlyAdmin):
     fields = DETAIL_FIELDS
     readonly_fields = DETAIL_FIELDS
 
+    class Media:
+        css = {"all": ["audit/admin.css"]}
+
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         # Django hides actions from users without change/delete rights; auditors may
         # still download what they can see.
@@ -96,7 +111,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
             pretty = json.dumps(json.loads(event.full_response), indent=2, ensure_ascii=False)
         except ValueError:
             pretty = event.full_response
-        return format_html('<pre style="white-space: pre-wrap">{}</pre>', pretty)
+        return format_html('<pre class="audit-json">{}</pre>', pretty)
 
     @admin.display(description="Context")
     def context_pretty(self, event: AuditEvent) -> SafeString:
@@ -140,8 +155,21 @@ class AuditEventAdmin(ReadOnlyAdmin):
         """The current filtered selection of the change list, as JSONL."""
         if not self.has_view_permission(request):
             return HttpResponse(status=403)
-        changelist = self.get_changelist_instance(request)
-        return jsonl_download(changelist.get_queryset(request), _filename())
+        try:
+            events = self.filtered_events(request)
+        except BadFilterError as exc:
+            return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+        return jsonl_download(events, _filename())
+
+    def filtered_events(self, request: HttpRequest) -> QuerySet[AuditEvent]:
+        """The change list's current selection (its filters, search and date drill-down).
+        Raises BadFilterError for filters that name no field or a value of the wrong
+        type (`?sequence=abc`): a bad request, not a server error."""
+        try:
+            changelist = self.get_changelist_instance(request)
+            return changelist.get_queryset(request)
+        except (IncorrectLookupParameters, FieldError, ValidationError, ValueError) as exc:
+            raise BadFilterError(f"bad filter: {exc}") from exc
 
     def evidence_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):

@@ -1,8 +1,20 @@
 """The ledger's write surface for the other apps."""
 
-from audit.models import AuditEvent
+from audit.models import AuditChainHead, AuditEvent, LedgerUnavailableError
 
 # Every app appends through this one name (the manager method does the work).
 audit_event_record = AuditEvent.objects.record
 
-__all__ = ["audit_event_record"]
+
+def audit_ready() -> None:
+    """Raise LedgerUnavailableError when an event could not be recorded now. Called
+    before anything that must be audited happens (an MKA1 call), so that nothing
+    happens unaudited."""
+    if not AuditChainHead.objects.filter(pk=1).exists() and AuditEvent.objects.exists():
+        raise LedgerUnavailableError(
+            "the audit chain head is missing while the ledger holds events; "
+            "run verify_audit and restore it before anything else is recorded"
+        )
+
+
+__all__ = ["LedgerUnavailableError", "audit_event_record", "audit_ready"]

@@ -1,14 +1,17 @@
-"""How a stored reply reaches the user on each channel.
+"""What each channel app contributes to the shared core, in one registry.
 
-Each channel app registers one delivery function at start-up (its AppConfig.ready);
-the core calls it explicitly, in order, for each answered message.
+Each channel app registers one `ChannelContribution` at start-up (its AppConfig.ready);
+the core looks things up here and calls them explicitly: how a stored reply reaches the
+user, replies that need no MKA1 call, replies that carry a secret filled in only when
+sent, and how to show an end user to a person.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from multichannel.models import UserMessage
+    from multichannel.models import EndUser, UserMessage
 
 
 class DeliveryError(Exception):
@@ -26,34 +29,84 @@ class DeliveryPermanentError(DeliveryError):
 
 
 Deliver = Callable[["UserMessage"], None]
-_deliverers: dict[str, Deliver] = {}
+FixedReply = Callable[["UserMessage"], str]
+# A reply with a secret (a one-time sign-in link): the stored reply holds a
+# placeholder; `expand` fills it in for sending (it may issue the secret), `keep` gives
+# the text safe to keep in our records and to show.
+Expand = Callable[["UserMessage"], str]
+Keep = Callable[["UserMessage"], str]
+Label = Callable[["EndUser"], str | None]
 
 
-def delivery_register(channel: str, deliver: Deliver) -> None:
-    _deliverers[channel] = deliver
+@dataclass(frozen=True)
+class SecretReply:
+    expand: Expand
+    keep: Keep
+
+
+@dataclass(frozen=True)
+class ChannelContribution:
+    """`channel`: the channel whose messages `deliver` sends (None for a contribution
+    that delivers nothing, or a channel the user polls, like the web page)."""
+
+    name: str
+    channel: str | None = None
+    deliver: Deliver | None = None
+    fixed_replies: Mapping[str, FixedReply] = field(default_factory=dict)
+    secret_replies: Mapping[str, SecretReply] = field(default_factory=dict)
+    end_user_label: Label | None = None
+
+
+_contributions: dict[str, ChannelContribution] = {}
+
+
+def channel_register(contribution: ChannelContribution) -> None:
+    _contributions[contribution.name] = contribution
 
 
 def deliver(message: "UserMessage") -> None:
-    try:
-        function = _deliverers[message.channel]
-    except KeyError:
-        raise DeliveryPermanentError(f"no delivery registered for {message.channel}") from None
-    function(message)
+    for contribution in _contributions.values():
+        if contribution.channel == message.channel:
+            if contribution.deliver is not None:
+                contribution.deliver(message)
+            return  # a channel without a deliverer is read by polling: nothing to push
+    raise DeliveryPermanentError(f"no channel registered for {message.channel}")
 
 
-# Some replies carry a secret (a one-time sign-in link) that must reach the user but
-# never be stored: the stored reply holds a placeholder, expanded at each delivery.
-Expand = Callable[["UserMessage"], tuple[str, str]]
-_expanders: dict[str, Expand] = {}
+def fixed_reply(message: "UserMessage") -> str | None:
+    """The reply for a message kind answered without MKA1, or None."""
+    for contribution in _contributions.values():
+        reply = contribution.fixed_replies.get(message.kind)
+        if reply is not None:
+            return reply(message)
+    return None
 
 
-def reply_expander_register(kind: str, expand: Expand) -> None:
-    _expanders[kind] = expand
+def _secret_reply(message: "UserMessage") -> SecretReply | None:
+    for contribution in _contributions.values():
+        secret = contribution.secret_replies.get(message.kind)
+        if secret is not None:
+            return secret
+    return None
 
 
-def reply_for_delivery(message: "UserMessage") -> tuple[str, str]:
-    """(text to send, text safe to keep in our records) for an answered message."""
-    expand = _expanders.get(message.kind)
-    if expand is None:
-        return message.reply_text, message.reply_text
-    return expand(message)
+def reply_to_send(message: "UserMessage") -> str:
+    """The answered message's reply as it goes out (any secret filled in, and issued)."""
+    secret = _secret_reply(message)
+    return secret.expand(message) if secret else message.reply_text
+
+
+def reply_to_keep(message: "UserMessage") -> str:
+    """The answered message's reply as our records keep and show it (no side effects)."""
+    secret = _secret_reply(message)
+    return secret.keep(message) if secret else message.reply_text
+
+
+def end_user_label(end_user: "EndUser") -> str:
+    """How to show who an end user is to a person (a masked phone number, say)."""
+    for contribution in _contributions.values():
+        if contribution.end_user_label is not None:
+            label = contribution.end_user_label(end_user)
+            if label:
+                return label
+    return end_user.pk

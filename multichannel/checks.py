@@ -79,4 +79,26 @@ def check_settings(
         )
     if settings.MKA1_MAX_RETRIES < 0:
         errors.append(Error("MKA1_MAX_RETRIES must be zero or more.", id="multichannel.E006"))
+    if not settings.DEBUG and urlsplit(settings.SITE_URL).scheme != "https":
+        errors.append(
+            Error(
+                f"SITE_URL {settings.SITE_URL!r} is not an https URL while DEBUG is off.",
+                hint="Sign-in links carry a one-time token; set SITE_URL=https://<your host>.",
+                id="multichannel.E012",
+            )
+        )
+    backend = settings.CACHES["default"]["BACKEND"]
+    if not settings.DEBUG and backend.endswith("LocMemCache") and settings.WEB_CONCURRENCY > 1:
+        errors.append(
+            Error(
+                f"The cache is per-process memory while WEB_CONCURRENCY is "
+                f"{settings.WEB_CONCURRENCY}: each web process would count rate limits alone.",
+                hint="Set REDIS_URL, or CACHE_URL to a shared cache, or WEB_CONCURRENCY=1.",
+                id="multichannel.E013",
+            )
+        )
+    if settings.RETRY_DELAY_MAX_SECONDS <= 0:
+        errors.append(
+            Error("RETRY_DELAY_MAX_SECONDS must be a positive number.", id="multichannel.E007")
+        )
     return errors

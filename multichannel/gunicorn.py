@@ -7,33 +7,36 @@ MKA1 (web retrievals), not on the CPU. Every value can be overridden on the comm
 or with GUNICORN_CMD_ARGS.
 """
 
-import multiprocessing
 import os
-import re
 from typing import Any
 
 from gunicorn.glogging import Logger  # type: ignore[import-untyped]
 
-_SIGN_IN_TOKEN = re.compile(r"/signin/[^/?\s]+")
-
-
-def redact_sign_in_tokens(text: str) -> str:
-    return _SIGN_IN_TOKEN.sub("/signin/[redacted]", text)
+from multichannel import settings
+from multichannel.observability import RedactingFilter
+from multichannel.redaction import redact
 
 
 class RedactingLogger(Logger):  # type: ignore[misc]
-    """Access log lines without sign-in tokens (they are in the link's path)."""
+    """Gunicorn's own logs without sign-in tokens (they are in the link's path) or
+    secrets: the access log's request line and gunicorn's error log alike."""
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.error_log.addFilter(RedactingFilter())
 
     def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
         atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
         for key in ("U", "r"):
             if isinstance(atoms.get(key), str):
-                atoms[key] = redact_sign_in_tokens(atoms[key])
+                atoms[key] = redact(atoms[key])
         return atoms
 
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", min(4, multiprocessing.cpu_count() + 1)))
+# The settings module is read here, in the master, on purpose: a configuration the app
+# refuses (DEBUG off with the sandbox, a missing secret) stops gunicorn before it binds.
+workers = settings.WEB_CONCURRENCY
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 # Longer than MKA1_TIMEOUT would be pointless for a web request; the webhook is fast.

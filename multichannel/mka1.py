@@ -28,6 +28,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from audit.services import audit_ready
 from multichannel.http import pooled_session
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ class Mka1Client:
         chain_mode: ChainMode = "both",
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        before_call: Callable[[], None] | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("MKA1 API key is empty")
@@ -176,6 +178,7 @@ class Mka1Client:
         self.backoff_max = backoff_max
         self.chain_mode = chain_mode
         self._sleep = sleep
+        self._before_call = before_call
         self.session = session or pooled_session(self.base_url)
 
     def __repr__(self) -> str:
@@ -259,6 +262,8 @@ class Mka1Client:
     ) -> Mka1Object:
         if not user_id:
             raise ValueError("X-On-Behalf-Of (the end user id) is required on every call")
+        if self._before_call is not None:
+            self._before_call()  # e.g. refuse to call while the audit ledger cannot record
         url = f"{self.base_url}{API_PREFIX}{path}"
         idempotent = method in ("GET", "HEAD", "OPTIONS")
         headers = {"X-On-Behalf-Of": user_id, "Accept": "application/json"}
@@ -440,6 +445,8 @@ def client() -> Mka1Client:
         backoff=settings.MKA1_BACKOFF_SECONDS,
         backoff_max=settings.MKA1_BACKOFF_MAX_SECONDS,
         chain_mode=cast(ChainMode, settings.MKA1_CHAIN_MODE),
+        # Every call is audited: none is made while the ledger cannot record.
+        before_call=audit_ready,
     )
 
 

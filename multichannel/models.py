@@ -105,6 +105,8 @@ class UserMessage(models.Model):
     reply_text = models.TextField(blank=True)
     # The last failure seen, kept after a later success as a record of the retry.
     error = models.TextField(blank=True)
+    # Over the sender's rate limit: never sent to MKA1 (see multichannel.limits).
+    limited = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

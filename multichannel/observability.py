@@ -1,5 +1,6 @@
-"""Request ids and structured logs: every log line of a request carries its id, and
-production logs are JSON objects, one per line."""
+"""Request ids and structured logs: every log line of a request carries its id,
+production logs are JSON objects, one per line, and no line carries a secret or a
+sign-in token, whichever library wrote it."""
 
 import json
 import logging
@@ -10,6 +11,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from django.http import HttpRequest, HttpResponse
+
+from multichannel.redaction import redact
 
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
 # Accept a caller's id only if it is short and plain; otherwise make our own.
@@ -38,6 +41,27 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class RedactingFilter(logging.Filter):
+    """Redacts each record's message, exception and stack text in place, before any
+    formatter sees it. Installed on the handlers, so it covers Django's own loggers
+    (`django.request` names the path, `django.security.csrf` too), Huey's and ours."""
+
+    _exceptions = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._exceptions.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -47,6 +71,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", "-"),
         }
-        if record.exc_info:
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

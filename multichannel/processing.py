@@ -10,11 +10,12 @@ wait behind it, so replies never overtake each other.
 """
 
 import logging
+import math
 import random
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Literal, cast
 
 from django.conf import settings
@@ -22,14 +23,16 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from audit.services import audit_event_record
-from multichannel.channels import DeliveryError, deliver
+from multichannel.channels import DeliveryError, deliver, fixed_reply
 from multichannel.durability import stored_despite_outage
-from multichannel.mka1 import Channel, Mka1Error, Mka1TransientError, client
+from multichannel.limits import sender_notice_due, sender_token_take
+from multichannel.mka1 import Channel, Mka1Error, client
 from multichannel.models import ProcessingLease, UserMessage
+from multichannel.redaction import exception_text, redact
 from multichannel.services import (
     ChainConflictError,
     conversation_ensure,
+    mka1_failure_record,
     turn_request,
     turn_store,
 )
@@ -37,17 +40,6 @@ from multichannel.services import (
 logger = logging.getLogger(__name__)
 
 Outcome = Literal["done", "busy", "waiting"]
-# Replies that need no MKA1 call, by message kind; LOGIN is added by the web app.
-FixedReply = Callable[[UserMessage], str]
-_fixed_replies: dict[str, FixedReply] = {
-    UserMessage.Kind.UNSUPPORTED: lambda message: settings.WHATSAPP_UNSUPPORTED_REPLY,
-}
-
-
-def fixed_reply_register(kind: str, reply: FixedReply) -> None:
-    _fixed_replies[kind] = reply
-
-
 UNFINISHED = (UserMessage.State.QUEUED, UserMessage.State.ANSWERED)
 
 
@@ -144,14 +136,20 @@ def _step(message: UserMessage) -> bool:
 
 
 def _answer(message: UserMessage) -> bool:
-    fixed = _fixed_replies.get(message.kind)
+    fixed = fixed_reply(message)
     if fixed is not None:
-        _mark_answered(message, reply_text=fixed(message))
+        _mark_answered(message, reply_text=fixed)
+        return True
+    # Admitted once: a retry after a failure does not count against the sender again.
+    if message.attempts == 0 and not sender_token_take(end_user_id=message.end_user_id):
+        _mark_limited(message)
         return True
     conversation = None
     channel = cast(Channel, message.channel)
+    operation = "conversations.create"
     try:
         conversation = conversation_ensure(end_user=message.end_user, channel=channel)
+        operation = "responses.create"
         metadata = {"message_id": message.external_id} if message.external_id else None
         response = turn_request(
             conversation=conversation, channel=channel, text=message.text, metadata=metadata
@@ -169,11 +167,21 @@ def _answer(message: UserMessage) -> bool:
                 _mark_answered(message, reply_text=turn.output_text, turn=turn)
 
         stored_despite_outage(store, what=f"the answer to message {message.pk}", wait=client().wait)
-    except (Mka1TransientError, ChainConflictError) as exc:
+    except ChainConflictError as exc:
         return _retry_later(message, exc)
     except Mka1Error as exc:
-        conversation_id = conversation.mka1_conversation_id if conversation else None
-        _give_up_on_mka1(message, exc, conversation_id=conversation_id)
+        gives_up = not exc.transient or message.attempts + 1 >= settings.TURN_MAX_ATTEMPTS
+        mka1_failure_record(
+            channel=channel,
+            operation=operation,
+            end_user_id=message.end_user_id,
+            exc=exc,
+            conversation_id=conversation.mka1_conversation_id if conversation else None,
+            context={**_context(message), "attempt": message.attempts + 1, "gave_up": gives_up},
+        )
+        if exc.transient:
+            return _retry_later(message, exc)
+        _give_up(message, exc)
     return True
 
 
@@ -197,27 +205,36 @@ def _mark_answered(message: UserMessage, *, reply_text: str, turn: object = None
             "turn",
             "attempts",
             "next_attempt_at",
+            "limited",
             "error",
             "updated_at",
         ]
     )
 
 
-def _give_up_on_mka1(message: UserMessage, exc: Mka1Error, *, conversation_id: str | None) -> None:
-    """MKA1 said no for good (or kept failing): audit the failure, apologise."""
-    logger.warning("message %s: MKA1 failed permanently: %s", message.pk, exc)
-    with transaction.atomic():
-        audit_event_record(
-            channel=message.channel,
-            action="responses.create.failed",
-            end_user_id=message.end_user_id,
-            conversation_id=conversation_id,
-            full_response=exc.body if isinstance(exc.body, dict) else None,
-            api_key_fingerprint=client().key_fingerprint,
-            context={**_context(message), "error": str(exc), "status": exc.status},
-        )
-        message.error = str(exc)
-        _mark_answered(message, reply_text=settings.WHATSAPP_FAILURE_REPLY)
+def _mark_limited(message: UserMessage) -> None:
+    """Over the sender's limit: no MKA1 call. The first such message in a while gets a
+    polite notice; the rest get no reply at all (an empty reply sends nothing)."""
+    logger.info("message %s: over the sender's rate limit", message.pk)
+    message.limited = True
+    message.error = "over the sender's rate limit: not sent to MKA1"
+    notice = sender_notice_due(end_user_id=message.end_user_id)
+    _mark_answered(message, reply_text=settings.SENDER_LIMIT_REPLY if notice else "")
+
+
+def _give_up(message: UserMessage, exc: Exception) -> None:
+    """MKA1 said no for good, or kept failing: apologise (the failure is audited)."""
+    logger.warning("message %s: giving up on MKA1: %s", message.pk, exc)
+    message.error = error_text(exc)
+    _mark_answered(message, reply_text=settings.WHATSAPP_FAILURE_REPLY)
+
+
+def error_text(exc: Exception) -> str:
+    """How a failure is kept on the message: our own errors by their (redacted) text,
+    anything unexpected by its type and redacted text."""
+    if isinstance(exc, Mka1Error | DeliveryError | ChainConflictError):
+        return redact(str(exc))
+    return exception_text(exc)
 
 
 def _deliver(message: UserMessage) -> bool:
@@ -228,37 +245,55 @@ def _deliver(message: UserMessage) -> bool:
             return _retry_later(message, exc)
         logger.warning("message %s: delivery failed permanently: %s", message.pk, exc)
         message.state = UserMessage.State.FAILED
-        message.error = str(exc)
+        message.error = error_text(exc)
         message.save(update_fields=["state", "error", "updated_at"])
         return True
     message.state = UserMessage.State.DELIVERED
     message.attempts = 0
     message.next_attempt_at = None
-    message.save(update_fields=["state", "attempts", "next_attempt_at", "updated_at"])
+    # The reply went out: saving that through a brief outage keeps a retry from
+    # preparing (and for LOGIN, issuing) it again.
+    stored_despite_outage(
+        partial(message.save, update_fields=["state", "attempts", "next_attempt_at", "updated_at"]),
+        what=f"the delivery of message {message.pk}",
+        wait=client().wait,
+    )
     return True
 
 
 def _retry_later(message: UserMessage, exc: Exception) -> bool:
     message.attempts += 1
-    message.error = str(exc)
+    message.error = error_text(exc)
     if message.attempts >= settings.TURN_MAX_ATTEMPTS:
         logger.warning("message %s: giving up after %d attempts", message.pk, message.attempts)
-        if message.state == UserMessage.State.QUEUED and isinstance(exc, Mka1Error):
-            _give_up_on_mka1(message, exc, conversation_id=None)
-            return True
         if message.state == UserMessage.State.QUEUED:
-            _mark_answered(message, reply_text=settings.WHATSAPP_FAILURE_REPLY)
+            _give_up(message, exc)
             return True
         message.state = UserMessage.State.FAILED
         message.save(update_fields=["state", "attempts", "error", "updated_at"])
         return True
-    retry_after = getattr(exc, "retry_after", None)
-    delay = retry_after or min(600.0, settings.TURN_RETRY_SECONDS * 2 ** (message.attempts - 1))
-    delay *= random.uniform(1.0, 1.25)  # noqa: S311 (spread retries, not cryptography)
-    message.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+    message.next_attempt_at = timezone.now() + timedelta(seconds=retry_delay(message, exc))
     message.save(update_fields=["attempts", "error", "next_attempt_at", "updated_at"])
-    logger.info("message %s: retry %d in %.0fs (%s)", message.pk, message.attempts, delay, exc)
+    logger.info(
+        "message %s: retry %d at %s (%s)",
+        message.pk,
+        message.attempts,
+        message.next_attempt_at.isoformat(timespec="seconds"),
+        message.error,
+    )
     return False
+
+
+def retry_delay(message: UserMessage, exc: Exception) -> float:
+    """Seconds until the next attempt: what the server asked for (Retry-After), else
+    doubling from TURN_RETRY_SECONDS, spread a little, never above
+    RETRY_DELAY_MAX_SECONDS (the user's later messages wait behind this one)."""
+    cap = float(settings.RETRY_DELAY_MAX_SECONDS)
+    asked = getattr(exc, "retry_after", None)
+    retry_after = float(asked) if isinstance(asked, int | float) and math.isfinite(asked) else None
+    backoff = float(settings.TURN_RETRY_SECONDS) * 2 ** min(message.attempts - 1, 32)
+    delay = min(cap, retry_after if retry_after is not None else backoff)
+    return min(cap, delay * random.uniform(1.0, 1.25))  # noqa: S311 (not cryptography)
 
 
 # --- recovery ----------------------------------------------------------------------

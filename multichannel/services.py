@@ -8,11 +8,21 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from audit.services import audit_event_record
-from multichannel.mka1 import Channel, Mka1Object, Mka1PermanentError, client, is_response_id
+from multichannel.limits import window_count
+from multichannel.mka1 import (
+    Channel,
+    Mka1Error,
+    Mka1Object,
+    Mka1PermanentError,
+    client,
+    is_response_id,
+)
 from multichannel.models import Conversation, EndUser, Turn
+from multichannel.redaction import redact, redact_value
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +58,62 @@ def conversation_ensure(*, end_user: EndUser, channel: Channel) -> Conversation:
                 api_key_fingerprint=mka1.key_fingerprint,
             )
     except IntegrityError:
-        # Another worker created it first; theirs is the one in use from now on.
+        # Another worker created it first; theirs is the one in use from now on. Any
+        # other integrity error is not a race and must not be taken for one.
+        existing = Conversation.objects.filter(end_user=end_user).first()
+        if existing is None:
+            raise
         logger.warning("conversation for %s created twice; keeping the first", end_user.id)
-        return Conversation.objects.get(end_user=end_user)
+        return existing
     return conversation
+
+
+def mka1_failure_record(
+    *,
+    channel: str,
+    operation: str,
+    end_user_id: str,
+    exc: Mka1Error,
+    response_id: str | None = None,
+    conversation_id: str | None = None,
+    context: Mapping[str, Any] | None = None,
+    bounded: bool = False,
+) -> None:
+    """Audit a failed MKA1 call as `<operation>.failed`, with the status and MKA1's error
+    body. `bounded` (calls a signed-in user can repeat at will) records at most
+    AUDIT_FAILURES_PER_USER_HOUR per user per hour, so probing cannot flood the ledger;
+    the last one recorded says so, and the rest are only logged."""
+    limit = settings.AUDIT_FAILURES_PER_USER_HOUR
+    count = 0
+    if bounded:
+        count = window_count(f"audit-failures:{end_user_id}", seconds=3600)
+        if count > limit:
+            logger.warning(
+                "%s failed for %s (%s); not recorded: over %d this hour",
+                operation,
+                end_user_id,
+                exc.status,
+                limit,
+            )
+            return
+    details: dict[str, Any] = {
+        **(context or {}),
+        "status": exc.status,
+        "error": redact(str(exc)),
+        "transient": exc.transient,
+    }
+    if bounded and count == limit:
+        details["further_failures_this_hour"] = "logged, not recorded"
+    audit_event_record(
+        channel=channel,
+        action=f"{operation}.failed",
+        end_user_id=end_user_id,
+        response_id=response_id,
+        conversation_id=conversation_id,
+        full_response=redact_value(exc.body) if isinstance(exc.body, dict) else None,
+        api_key_fingerprint=client().key_fingerprint,
+        context=details,
+    )
 
 
 def turn_request(

@@ -10,6 +10,7 @@ process must not even start (a real SECRET_KEY and MKA1_API_KEY in production) r
 
 import os
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,24 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG: bool = env.bool("DEBUG", default=False)
 
+
+def _secret(name: str, default: str = "") -> str:
+    """A secret from the environment, surrounding whitespace stripped (a mounted secret
+    file often ends in a newline). One that still holds whitespace or a control
+    character is refused: sent in a header it would fail, and the error would carry it
+    into logs. The message names the variable, never the value."""
+    value = str(env.str(name, default=default)).strip()
+    if any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in value):
+        raise ImproperlyConfigured(
+            f"{name} contains whitespace or control characters inside it; "
+            "check how the secret is stored (the value is not shown)."
+        )
+    return value
+
+
 # Only ever used with DEBUG on; production refuses it below.
 _DEV_SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"  # noqa: S105
-SECRET_KEY: str = env.str("SECRET_KEY", default="") or (_DEV_SECRET_KEY if DEBUG else "")
+SECRET_KEY: str = _secret("SECRET_KEY") or (_DEV_SECRET_KEY if DEBUG else "")
 if not DEBUG and (not SECRET_KEY or SECRET_KEY.startswith("django-insecure-")):
     raise ImproperlyConfigured(
         "SECRET_KEY must be set to a long random value when DEBUG is off "
@@ -38,10 +54,16 @@ ALLOWED_HOSTS: list[str] = env.list(
 )
 
 # --- MKA1 -------------------------------------------------------------------------
-MKA1_API_KEY: str = env.str("MKA1_API_KEY", default="")
-# The sandbox stands in for MKA1 on one machine. On by default only for development
-# without a key; the system check multichannel.E002 refuses it when DEBUG is off.
+MKA1_API_KEY: str = _secret("MKA1_API_KEY")
+# The sandbox stands in for MKA1 and the Graph API on one machine. On by default only
+# for development without a key. Refused outright with DEBUG off: servers such as
+# gunicorn run no system checks, and the sandbox phone page lists live sign-in links.
 SANDBOX: bool = env.bool("SANDBOX", default=DEBUG and not MKA1_API_KEY)
+if SANDBOX and not DEBUG:
+    raise ImproperlyConfigured(
+        "SANDBOX is on while DEBUG is off: the sandbox fakes MKA1 and WhatsApp and is "
+        "for development and tests only. Unset SANDBOX (or set DEBUG=true locally)."
+    )
 if not DEBUG and not MKA1_API_KEY:
     raise ImproperlyConfigured(
         "MKA1_API_KEY must be set when DEBUG is off: both channels call MKA1 with it."
@@ -73,9 +95,9 @@ SANDBOX_MKA1_REFUSE_BOTH: bool = env.bool("SANDBOX_MKA1_REFUSE_BOTH", default=Fa
 # With the sandbox, fixed fake values stand in so everything runs on one machine; in
 # production the system checks (multichannel.E010...) name whichever is missing.
 _sandbox_default = "sandbox-not-secret" if SANDBOX else ""
-WHATSAPP_VERIFY_TOKEN: str = env.str("WHATSAPP_VERIFY_TOKEN", default=_sandbox_default)
-WHATSAPP_APP_SECRET: str = env.str("WHATSAPP_APP_SECRET", default=_sandbox_default)
-WHATSAPP_TOKEN: str = env.str("WHATSAPP_TOKEN", default=_sandbox_default)
+WHATSAPP_VERIFY_TOKEN: str = _secret("WHATSAPP_VERIFY_TOKEN", default=_sandbox_default)
+WHATSAPP_APP_SECRET: str = _secret("WHATSAPP_APP_SECRET", default=_sandbox_default)
+WHATSAPP_TOKEN: str = _secret("WHATSAPP_TOKEN", default=_sandbox_default)
 WHATSAPP_PHONE_NUMBER_ID: str = env.str(
     "WHATSAPP_PHONE_NUMBER_ID", default="100000000000001" if SANDBOX else ""
 )
@@ -99,11 +121,37 @@ WHATSAPP_FAILURE_REPLY: str = env.str(
 # --- Web app ----------------------------------------------------------------------
 # The WhatsApp message that asks for a web sign-in link (case-insensitive).
 LOGIN_KEYWORD: str = env.str("LOGIN_KEYWORD", default="LOGIN")
-# Public base URL of the web app, used in the sign-in links sent over WhatsApp.
+# Public base URL of the web app, used in the sign-in links sent over WhatsApp. Must be
+# https with DEBUG off (multichannel.E012). `manage.py serve` sets it to the address it
+# serves when it is unset, so links follow a development server on another port.
 SITE_URL: str = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 SIGNIN_LINK_MINUTES: int = env.int("SIGNIN_LINK_MINUTES", default=10)
 API_THROTTLE_READ: str = env.str("API_THROTTLE_READ", default="120/min")
 API_THROTTLE_SEND: str = env.str("API_THROTTLE_SEND", default="20/min")
+# Stored responses one user may retrieve per day (each retrieval is an audit event).
+API_RETRIEVALS_PER_DAY: int = env.int("API_RETRIEVALS_PER_DAY", default=500)
+# Failed MKA1 reads recorded per user per hour; past that they are counted, not recorded
+# one by one, so probing with bad ids cannot flood the ledger.
+AUDIT_FAILURES_PER_USER_HOUR: int = env.int("AUDIT_FAILURES_PER_USER_HOUR", default=30)
+# Web server processes (gunicorn reads the same variable): with more than one, rate
+# limits need a cache the processes share (multichannel.E013).
+WEB_CONCURRENCY: int = env.int("WEB_CONCURRENCY", default=min(4, (os.cpu_count() or 1) + 1))
+
+# --- Limits per sender ----------------------------------------------------------------
+# MKA1-bound messages per end user: a token bucket of SENDER_BURST messages that refills
+# one message every SENDER_REFILL_SECONDS. Over it, the message is stored and marked,
+# gets no MKA1 call, and the user gets SENDER_LIMIT_REPLY at most once per
+# SENDER_LIMIT_NOTICE_SECONDS.
+SENDER_BURST: int = env.int("SENDER_BURST", default=10)
+SENDER_REFILL_SECONDS: float = env.float("SENDER_REFILL_SECONDS", default=6.0)
+SENDER_LIMIT_NOTICE_SECONDS: int = env.int("SENDER_LIMIT_NOTICE_SECONDS", default=60)
+SENDER_LIMIT_REPLY: str = env.str(
+    "SENDER_LIMIT_REPLY",
+    default="You're sending messages faster than I can answer. Please wait a minute "
+    "and send your question again.",
+)
+# At most one sign-in link per end user this often; a new link revokes older unused ones.
+SIGNIN_LINK_INTERVAL_SECONDS: int = env.int("SIGNIN_LINK_INTERVAL_SECONDS", default=120)
 
 # --- Processing -------------------------------------------------------------------
 # A worker holds a per-user lease while it answers that user's messages; a crashed
@@ -113,6 +161,9 @@ TURN_LEASE_SECONDS: int = env.int("TURN_LEASE_SECONDS", default=300)
 TURN_MAX_ATTEMPTS: int = env.int("TURN_MAX_ATTEMPTS", default=6)
 # The first retry of a failed step waits this long; each further one waits twice as long.
 TURN_RETRY_SECONDS: float = env.float("TURN_RETRY_SECONDS", default=5.0)
+# No retry waits longer than this, whatever a server's Retry-After asks: one user's
+# later messages (on both channels) wait behind it.
+RETRY_DELAY_MAX_SECONDS: float = env.float("RETRY_DELAY_MAX_SECONDS", default=600.0)
 
 # --- Queue (Huey) -----------------------------------------------------------------
 REDIS_URL: str = env.str("REDIS_URL", default="")
@@ -156,6 +207,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "huey.contrib.djhuey",
+    "axes",
     "multichannel.apps.MultichannelConfig",
     "multichannel.sandbox.apps.SandboxConfig",
     "audit.apps.AuditConfig",
@@ -173,7 +225,37 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it answers locked-out admin logins.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Repeated failed admin logins lock the username from that address out for a while
+# (django-axes); the lockout is itself logged.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT: int = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME: float = env.float("ADMIN_LOGIN_COOLOFF_HOURS", default=0.5)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+
+# Content-Security-Policy on every page (django-csp): scripts, styles and images from
+# this origin only, no inline script or style, no framing.
+CONTENT_SECURITY_POLICY: dict[str, Any] = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
 
 ROOT_URLCONF = "multichannel.urls"
 WSGI_APPLICATION = "multichannel.wsgi.application"
@@ -258,15 +340,21 @@ SPECTACULAR_SETTINGS: dict[str, Any] = {
     "SERVE_AUTHENTICATION": [],
 }
 
-# Throttle counters and other short-lived state: Redis when there is one (shared by
-# every web machine), process memory otherwise.
-CACHES: dict[str, Any] = {
-    "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
-        if REDIS_URL
-        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-    )
-}
+# Throttle and rate-limit counters: Redis when there is one (shared by every machine);
+# without it, files shared by the processes of one machine in production, process
+# memory in development. CACHE_URL (django-environ syntax) overrides the choice.
+if env.str("CACHE_URL", default=""):
+    _cache: dict[str, Any] = env.cache_url("CACHE_URL")
+elif REDIS_URL:
+    _cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+elif DEBUG:
+    _cache = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+else:
+    _cache = {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": env.str("CACHE_DIR", default=str(BASE_DIR / "cache")),
+    }
+CACHES: dict[str, Any] = {"default": _cache}
 
 # --- HTTPS and cookies (manage.py check --deploy is clean with DEBUG off) ---------------
 SESSION_COOKIE_HTTPONLY = True
@@ -294,7 +382,10 @@ LOG_FORMAT: str = env.str("LOG_FORMAT", default="plain" if DEBUG else "json")
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "multichannel.observability.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "multichannel.observability.RequestIdFilter"},
+        "redact": {"()": "multichannel.observability.RedactingFilter"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s %(message)s"},
         "json": {"()": "multichannel.observability.JsonFormatter"},
@@ -303,7 +394,7 @@ LOGGING: dict[str, Any] = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT if LOG_FORMAT in ("plain", "json") else "json",
-            "filters": ["request_id"],
+            "filters": ["request_id", "redact"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

@@ -101,10 +101,13 @@ class Stack:
             "SANDBOX": "false",
             "SECRET_KEY": SECRET_KEY,
             "ALLOWED_HOSTS": "127.0.0.1",
+            # Links are https in production (multichannel.E012); no test follows one.
+            "SITE_URL": "https://127.0.0.1",
             "SECURE_SSL_REDIRECT": "false",  # plain HTTP on loopback
             "DATABASE_URL": self.database_url,
             "REDIS_URL": redis_url,
             "HUEY_SQLITE_PATH": str(workdir / "queue.sqlite3"),
+            "CACHE_DIR": str(workdir / "cache"),
             "HUEY_IMMEDIATE": "false",
             "LOG_FORMAT": "json",
             "MKA1_API_KEY": "test-mka1-key-not-real",

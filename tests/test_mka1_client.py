@@ -1004,6 +1004,7 @@ def test_the_shared_client_is_built_from_settings() -> None:
     assert shared.session.trust_env is False
 
 
+@pytest.mark.django_db  # the shared client checks the ledger can record before each call
 def test_the_shared_client_sends_the_key_from_settings(mocked: responses.RequestsMock) -> None:
     mocked.add("GET", f"{API}/responses/resp_abc123", json=RESPONSE)
 

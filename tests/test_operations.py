@@ -87,6 +87,7 @@ PRODUCTION = {
     "SECRET_KEY": "test-" + "k" * 60,
     "MKA1_API_KEY": "test-mka1-key-not-real",
     "ALLOWED_HOSTS": "multichannel.example.test",
+    "SITE_URL": "https://multichannel.example.test",
     "WHATSAPP_VERIFY_TOKEN": "test-verify",
     "WHATSAPP_APP_SECRET": "test-app-secret",
     "WHATSAPP_TOKEN": "test-token",
@@ -109,9 +110,7 @@ def test_production_without_whatsapp_settings_fails_the_checks(tmp_path) -> None
 
 
 def test_gunicorn_access_logs_leave_sign_in_tokens_out() -> None:
-    from multichannel.gunicorn import redact_sign_in_tokens
+    from multichannel.redaction import redact
 
-    assert redact_sign_in_tokens("GET /signin/AbC-123_x HTTP/1.1") == (
-        "GET /signin/[redacted] HTTP/1.1"
-    )
-    assert redact_sign_in_tokens("/api/conversation") == "/api/conversation"
+    assert redact("GET /signin/AbC-123_x HTTP/1.1") == ("GET /signin/[redacted] HTTP/1.1")
+    assert redact("/api/conversation") == "/api/conversation"

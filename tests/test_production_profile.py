@@ -64,6 +64,7 @@ def test_gunicorn_and_a_worker_on_postgres_and_redis_answer_a_webhook(
         "SANDBOX": "false",
         "SECRET_KEY": SECRET_KEY,
         "ALLOWED_HOSTS": "127.0.0.1",
+        "SITE_URL": "https://127.0.0.1",
         "SECURE_SSL_REDIRECT": "false",  # plain HTTP on loopback in this test
         "DATABASE_URL": database,
         "REDIS_URL": redis_url,

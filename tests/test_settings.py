@@ -75,6 +75,7 @@ def test_production_with_both_secrets_passes_the_checks(tmp_path: Path) -> None:
         SECRET_KEY="test-" + "x" * 50,
         MKA1_API_KEY="test-key-not-real",
         ALLOWED_HOSTS="example.test",
+        SITE_URL="https://example.test",
         WHATSAPP_VERIFY_TOKEN="test-verify",
         WHATSAPP_APP_SECRET="test-secret",
         WHATSAPP_TOKEN="test-token",

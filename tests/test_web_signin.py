@@ -59,7 +59,7 @@ def test_the_token_is_stored_only_as_a_hash(whatsapp_says) -> None:
 
 def test_opening_the_link_asks_before_using_it(client: Client, whatsapp_says) -> None:
     token = ask_for_link(whatsapp_says)
-    page = client.get(f"/signin/{token}")
+    page = client.get(f"/signin/{token}", follow=True)
     assert page.status_code == 200
     assert b"Continue" in page.content
     assert SignInLink.objects.get().used_at is None  # a link preview does not use it up
@@ -103,12 +103,30 @@ def test_a_link_signs_in_only_the_user_who_asked(whatsapp_says) -> None:
     assert bob_browser.session["end_user_id"] == bob.pk
 
 
-def test_a_resent_link_replaces_the_earlier_one(whatsapp_says) -> None:
+def test_a_second_login_soon_after_gets_no_new_link(whatsapp_says) -> None:
     first = ask_for_link(whatsapp_says)
+    whatsapp_says("LOGIN")
+    assert sent_texts()[-1].startswith("A sign-in link was sent a moment ago")
+    assert SignInLink.objects.count() == 1
+    assert sign_in(Client(), first).status_code == 302  # the link the user holds still works
+
+
+def test_a_new_link_later_revokes_the_unused_earlier_one(whatsapp_says, settings) -> None:
+    first = ask_for_link(whatsapp_says)
+    SignInLink.objects.update(created_at=timezone.now() - timedelta(minutes=3))
     second = ask_for_link(whatsapp_says)
     assert first != second
-    assert sign_in(Client(), first).status_code == 302  # different requests: both valid
+    assert sign_in(Client(), first).status_code == 410  # at most one live link per person
     assert sign_in(Client(), second).status_code == 302
+
+
+def test_ten_logins_in_a_row_leave_one_redeemable_link(whatsapp_says) -> None:
+    first = ask_for_link(whatsapp_says)
+    for _ in range(9):
+        whatsapp_says("LOGIN")
+    assert SignInLink.objects.count() == 1
+    assert len(LINK_RE.findall(" ".join(sent_texts()))) == 1
+    assert sign_in(Client(), first).status_code == 302
 
 
 def test_issuing_and_using_a_link_are_audit_events(client: Client, whatsapp_says) -> None:

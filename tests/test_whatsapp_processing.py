@@ -251,7 +251,13 @@ def test_mka1_failing_transiently_for_too_long_ends_in_an_apology(receive, setti
     assert sent_texts() == [
         "Sorry, something went wrong answering that. Please try again in a moment."
     ]
-    assert AuditEvent.objects.filter(action="responses.create.failed").count() == 1
+    # Every failed call is an audit event; the last one says the message was given up on.
+    failures = AuditEvent.objects.filter(action="responses.create.failed").order_by("sequence")
+    assert [(e.context["attempt"], e.context["gave_up"]) for e in failures] == [
+        (1, False),
+        (2, True),
+    ]
+    assert {e.context["status"] for e in failures} == {503}
 
 
 # --- Graph API failures -------------------------------------------------------------------

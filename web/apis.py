@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from multichannel.mka1 import Mka1Error, Mka1NotFoundError, Mka1TimeoutError, is_response_id
 from multichannel.models import UserMessage
 from multichannel.selectors import messages_of_end_user
-from web.auth import ReadThrottle, SendThrottle, principal
+from web.auth import DailyRetrievalThrottle, ReadThrottle, SendThrottle, principal
 from web.services import (
     MESSAGE_MAX_CHARS,
     NotFoundError,
@@ -59,7 +59,7 @@ def _upstream_error(exc: Mka1Error) -> Response:
 class ResponseRetrieveApi(APIView):
     """The seed guide's `GET /api/multichannel/:responseId`."""
 
-    throttle_classes = [ReadThrottle]
+    throttle_classes = [ReadThrottle, DailyRetrievalThrottle]
 
     class OutputSerializer(serializers.Serializer[Any]):
         response_id = serializers.CharField()
@@ -101,6 +101,7 @@ class ConversationApi(APIView):
         state = serializers.CharField()
         reply = serializers.CharField(allow_blank=True)
         response_id = serializers.CharField(allow_null=True)
+        limited = serializers.BooleanField(help_text="Over the sender's rate limit: not answered")
 
     @extend_schema(
         operation_id="conversation_retrieve",
@@ -125,13 +126,14 @@ def turn_json(message: UserMessage) -> dict[str, Any]:
         "state": message.state,
         "reply": reply_for_display(message) if answered else "",
         "response_id": message.turn.response_id if message.turn else None,
+        "limited": message.limited,
     }
 
 
 class ConversationItemApi(APIView):
     """One item of the user's MKA1 conversation (the seed's `conversations.getItem`)."""
 
-    throttle_classes = [ReadThrottle]
+    throttle_classes = [ReadThrottle, DailyRetrievalThrottle]
 
     @extend_schema(
         operation_id="conversation_item_retrieve",

@@ -6,12 +6,22 @@ class WebConfig(AppConfig):
     verbose_name = "Web app"
 
     def ready(self) -> None:
-        from multichannel.channels import delivery_register, reply_expander_register
-        from multichannel.models import UserMessage
-        from multichannel.processing import fixed_reply_register
+        from multichannel.channels import ChannelContribution, SecretReply, channel_register
+        from multichannel.models import Channel, UserMessage
         from web import schema  # noqa: F401  (registers the OpenAPI auth scheme)
-        from web.services import sign_in_link_expand, sign_in_reply, web_deliver
+        from web.services import sign_in_link_expand, sign_in_reply, sign_in_reply_kept
 
-        delivery_register("webapp", web_deliver)
-        fixed_reply_register(UserMessage.Kind.LOGIN, sign_in_reply)
-        reply_expander_register(UserMessage.Kind.LOGIN, sign_in_link_expand)
+        # The page polls for replies, so the web channel has nothing to deliver; it
+        # answers LOGIN (sent on WhatsApp) with a one-time link to itself.
+        channel_register(
+            ChannelContribution(
+                name="web",
+                channel=Channel.WEBAPP,
+                fixed_replies={UserMessage.Kind.LOGIN: sign_in_reply},
+                secret_replies={
+                    UserMessage.Kind.LOGIN: SecretReply(
+                        expand=sign_in_link_expand, keep=sign_in_reply_kept
+                    )
+                },
+            )
+        )

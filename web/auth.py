@@ -5,13 +5,17 @@ the admin, which requires a staff account."""
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth.signals import user_logged_in
+from django.dispatch import receiver
 from django.http import HttpRequest
 from rest_framework.authentication import BaseAuthentication, CSRFCheck
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
+from multichannel.limits import seconds_left_in_window, window_count
 from multichannel.models import EndUser
 
 SESSION_KEY = "end_user_id"
@@ -36,6 +40,15 @@ def end_user_sign_in(request: HttpRequest, end_user: EndUser) -> None:
 
 def end_user_sign_out(request: HttpRequest) -> None:
     request.session.flush()
+
+
+@receiver(user_logged_in)
+def _staff_login_drops_end_user(*, request: HttpRequest | None, **kwargs: Any) -> None:
+    # Django's login keeps the session's data; a browser that signs in to the admin
+    # must not stay an end user too (the reverse is end_user_sign_in's flush). This is
+    # Django's documented hook for its own login view, which we do not call ourselves.
+    if request is not None and hasattr(request, "session"):
+        request.session.pop(SESSION_KEY, None)
 
 
 def session_end_user(request: HttpRequest) -> EndUser | None:
@@ -89,6 +102,23 @@ class EndUserThrottle(SimpleRateThrottle):
 
 class ReadThrottle(EndUserThrottle):
     scope = "read"
+
+
+class DailyRetrievalThrottle(BaseThrottle):
+    """API_RETRIEVALS_PER_DAY MKA1 reads per end user per UTC day. Each one is an audit
+    event, so this bounds how fast one person can grow the ledger. A fixed window
+    counted with the cache's atomic add/incr (no per-request history to unpickle)."""
+
+    DAY = 24 * 3600
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        if not isinstance(request.user, EndUserPrincipal):
+            return True  # refused by the permission check anyway
+        count = window_count(f"retrievals:{request.user.pk}", seconds=self.DAY)
+        return count <= settings.API_RETRIEVALS_PER_DAY
+
+    def wait(self) -> float:
+        return float(seconds_left_in_window(self.DAY))
 
 
 class SendThrottle(EndUserThrottle):

@@ -1,6 +1,12 @@
+import hashlib
+
 from django.db import models
 
 from multichannel.models import EndUser
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class SignInLink(models.Model):

@@ -1,6 +1,5 @@
 """Write paths of the web channel: sign-in links, retrievals, messages from the page."""
 
-import hashlib
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -10,12 +9,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_event_record
-from multichannel.mka1 import Mka1Object, client, is_response_id
+from multichannel.mka1 import Mka1Error, Mka1Object, client, is_response_id
 from multichannel.models import Channel, EndUser, UserMessage
 from multichannel.selectors import conversation_of_end_user, turn_of_end_user
-from multichannel.services import response_conversation_id
+from multichannel.services import mka1_failure_record, response_conversation_id
 from multichannel.tasks import process_end_user_on_commit
-from web.models import SignInLink
+from web.models import SignInLink, token_hash
 
 LINK_PLACEHOLDER = "{sign_in_link}"
 MESSAGE_MAX_CHARS = 4096
@@ -25,13 +24,26 @@ class NotFoundError(Exception):
     """Unknown, or not this user's: the same answer either way, so ids cannot be probed."""
 
 
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+LINK_KEPT = "[one-time sign-in link]"
 
 
 def sign_in_reply(message: UserMessage) -> str:
     """What is stored as the reply to LOGIN: the link itself is only filled in when the
-    reply is sent (see `sign_in_link_expand`), so no usable token is ever stored."""
+    reply is sent (see `sign_in_link_expand`), so no usable token is ever stored. A
+    LOGIN soon after the last link gets no new one: one number cannot mint links."""
+    since = timezone.now() - timedelta(seconds=settings.SIGNIN_LINK_INTERVAL_SECONDS)
+    recent = (
+        SignInLink.objects.filter(end_user_id=message.end_user_id, created_at__gt=since)
+        .order_by("-created_at")
+        .first()
+    )
+    if recent is not None:
+        wait = recent.created_at + timedelta(seconds=settings.SIGNIN_LINK_INTERVAL_SECONDS)
+        minutes = max(1, -(-int((wait - timezone.now()).total_seconds()) // 60))
+        return (
+            "A sign-in link was sent a moment ago; use that one. "
+            f"You can ask for a new link in {minutes} minute{'s' if minutes != 1 else ''}."
+        )
     return (
         f"Open this link to continue on the web: {LINK_PLACEHOLDER}\n"
         f"It works once and expires in {settings.SIGNIN_LINK_MINUTES} minutes."
@@ -42,13 +54,12 @@ def sign_in_link_issue(*, end_user: EndUser, requested_by: str = "") -> tuple[Si
     """A new one-time link for this end user; returns the row and the URL to send."""
     token = secrets.token_urlsafe(32)
     with transaction.atomic():
-        if requested_by:
-            # A resend replaces the earlier link for the same request.
-            SignInLink.objects.filter(
-                end_user=end_user, requested_by=requested_by, used_at__isnull=True
-            ).update(expires_at=timezone.now())
+        # A new link replaces every unused one: at most one live link per person.
+        SignInLink.objects.filter(
+            end_user=end_user, used_at__isnull=True, expires_at__gt=timezone.now()
+        ).update(expires_at=timezone.now())
         link = SignInLink.objects.create(
-            token_hash=_token_hash(token),
+            token_hash=token_hash(token),
             end_user=end_user,
             expires_at=timezone.now() + timedelta(minutes=settings.SIGNIN_LINK_MINUTES),
             requested_by=requested_by,
@@ -66,12 +77,17 @@ def sign_in_link_issue(*, end_user: EndUser, requested_by: str = "") -> tuple[Si
     return link, f"{settings.SITE_URL}/signin/{token}"
 
 
-def sign_in_link_expand(message: UserMessage) -> tuple[str, str]:
+def sign_in_link_expand(message: UserMessage) -> str:
+    """The reply to send, with a freshly issued link in place of the placeholder."""
+    if LINK_PLACEHOLDER not in message.reply_text:
+        return message.reply_text  # no link was promised (e.g. one was sent moments ago)
     _, url = sign_in_link_issue(end_user=message.end_user, requested_by=message.external_id)
-    return (
-        message.reply_text.replace(LINK_PLACEHOLDER, url),
-        message.reply_text.replace(LINK_PLACEHOLDER, "[one-time sign-in link]"),
-    )
+    return message.reply_text.replace(LINK_PLACEHOLDER, url)
+
+
+def sign_in_reply_kept(message: UserMessage) -> str:
+    """The reply as our records keep it: the link is never stored."""
+    return message.reply_text.replace(LINK_PLACEHOLDER, LINK_KEPT)
 
 
 def reply_for_display(message: UserMessage) -> str:
@@ -83,7 +99,7 @@ def sign_in_link_redeem(*, token: str) -> EndUser | None:
     expired. Two clicks racing each other: exactly one wins."""
     now = timezone.now()
     with transaction.atomic():
-        link = SignInLink.objects.filter(token_hash=_token_hash(token)).first()
+        link = SignInLink.objects.filter(token_hash=token_hash(token)).first()
         if link is None:
             return None
         claimed = SignInLink.objects.filter(
@@ -109,7 +125,19 @@ def response_retrieve(*, end_user: EndUser, response_id: str) -> Mka1Object:
     if turn is None:
         raise NotFoundError(response_id)
     mka1 = client()
-    response = mka1.get_response(end_user.pk, response_id)
+    try:
+        response = mka1.get_response(end_user.pk, response_id)
+    except Mka1Error as exc:
+        mka1_failure_record(
+            channel=Channel.WEBAPP,
+            operation="responses.get",
+            end_user_id=end_user.pk,
+            exc=exc,
+            response_id=response_id,
+            conversation_id=turn.conversation.mka1_conversation_id,
+            bounded=True,
+        )
+        raise
     audit_event_record(
         channel=Channel.WEBAPP,
         action="responses.get",
@@ -129,7 +157,19 @@ def conversation_item_retrieve(*, end_user: EndUser, item_id: str) -> tuple[str,
     if conversation is None:
         raise NotFoundError(item_id)
     mka1 = client()
-    item = mka1.get_conversation_item(end_user.pk, conversation.mka1_conversation_id, item_id)
+    try:
+        item = mka1.get_conversation_item(end_user.pk, conversation.mka1_conversation_id, item_id)
+    except Mka1Error as exc:
+        mka1_failure_record(
+            channel=Channel.WEBAPP,
+            operation="conversations.items.get",
+            end_user_id=end_user.pk,
+            exc=exc,
+            conversation_id=conversation.mka1_conversation_id,
+            context={"item_id": item_id},
+            bounded=True,
+        )
+        raise
     response_id: Any = item.data.get("response_id")
     audit_event_record(
         channel=Channel.WEBAPP,
@@ -160,7 +200,3 @@ def web_message_send(*, end_user: EndUser, text: str) -> UserMessage:
         )
         process_end_user_on_commit(end_user.pk)
     return message
-
-
-def web_deliver(message: UserMessage) -> None:
-    """The page polls for the stored reply; nothing to push."""

@@ -6,7 +6,8 @@ app_name = "web"
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("signin/<str:token>", views.sign_in, name="sign-in"),
+    path("signin", views.sign_in, name="sign-in"),
+    path("signin/<str:token>", views.sign_in_link, name="sign-in-link"),
     path("signout", views.sign_out, name="sign-out"),
     # The id routes take any text (newlines and slashes included), so that a malformed id
     # reaches the view and gets its JSON answer, never Django's HTML 404 page.

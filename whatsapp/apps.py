@@ -6,7 +6,23 @@ class WhatsappConfig(AppConfig):
     verbose_name = "WhatsApp"
 
     def ready(self) -> None:
-        from multichannel.channels import delivery_register
-        from whatsapp.delivery import whatsapp_deliver
+        from django.conf import settings
 
-        delivery_register("whatsapp", whatsapp_deliver)
+        from multichannel.channels import ChannelContribution, channel_register
+        from multichannel.models import Channel, UserMessage
+        from whatsapp.delivery import whatsapp_deliver
+        from whatsapp.services import identity_label
+
+        channel_register(
+            ChannelContribution(
+                name="whatsapp",
+                channel=Channel.WHATSAPP,
+                deliver=whatsapp_deliver,
+                fixed_replies={
+                    UserMessage.Kind.UNSUPPORTED: lambda message: (
+                        settings.WHATSAPP_UNSUPPORTED_REPLY
+                    ),
+                },
+                end_user_label=identity_label,
+            )
+        )

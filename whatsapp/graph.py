@@ -15,6 +15,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from multichannel.http import pooled_session
+from multichannel.redaction import redact, redact_value
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,10 @@ class GraphClient:
             raise GraphError(
                 "Graph API: connection failed", transient=True, retry_safe=False
             ) from None
+        except requests.RequestException as exc:
+            # Named by type only: the text of some (an invalid header value) quotes
+            # the request's headers, our token among them.
+            raise GraphError(f"Graph API: {type(exc).__name__}", transient=False) from None
         try:
             parsed = response.json()
         except ValueError:
@@ -151,9 +156,13 @@ class GraphClient:
         if code is not None:
             message += f" code {code}"
         if detail:
-            message += f" {_scrub(detail, self._token)[:200]}"
+            message += f" {redact(_scrub(detail, self._token))[:200]}"
         raise GraphError(
-            message, transient=transient, status=response.status_code, code=code, body=parsed
+            message,
+            transient=transient,
+            status=response.status_code,
+            code=code,
+            body=redact_value(parsed),
         )
 
 

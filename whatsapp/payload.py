@@ -129,6 +129,8 @@ def _message(
     # Since 2026 a sender may come with a business-scoped user id and no phone number.
     bsuid = _id(raw.get("from_user_id"), BSUID_MAX)
     if bsuid is None or wa_id is None:
+        # A contact completes the sender's ids only if it is this sender's: one naming
+        # someone else (a forwarded or shared contact) must never bind their id to ours.
         contact = _contact_for(contacts, wa_id=wa_id, bsuid=bsuid)
         wa_id = wa_id or _id(contact.get("wa_id"), WA_ID_MAX)
         bsuid = bsuid or _id(contact.get("user_id"), BSUID_MAX)
@@ -157,8 +159,10 @@ def _contact_for(
     for contact in contacts:
         if (wa_id and contact.get("wa_id") == wa_id) or (bsuid and contact.get("user_id") == bsuid):
             return contact
-    # A single contact with a single message is the common, unambiguous case.
-    return contacts[0] if len(contacts) == 1 else {}
+    # Only a message that names no sender at all takes the single contact beside it.
+    if wa_id is None and bsuid is None and len(contacts) == 1:
+        return contacts[0]
+    return {}
 
 
 def _status(raw: dict[str, Any], now: datetime) -> StatusUpdate | None:

@@ -69,6 +69,27 @@ def identity_resolve(*, wa_id: str | None, bsuid: str | None) -> WhatsAppIdentit
     return identity
 
 
+def masked_phone(wa_id: str) -> str:
+    """A phone number someone can recognise as theirs without it being shown whole:
+    the country-code end and the last four digits ("+15•••••4567")."""
+    if len(wa_id) <= 6:
+        return "+" + "•" * (len(wa_id) - 2) + wa_id[-2:]
+    return f"+{wa_id[:2]}{'•' * (len(wa_id) - 6)}{wa_id[-4:]}"
+
+
+def identity_label(end_user: EndUser) -> str | None:
+    """How the web shows whose account this is: the masked WhatsApp number (or the end
+    of the business-scoped id for a sender who shares no number)."""
+    identity = WhatsAppIdentity.objects.filter(end_user=end_user).first()
+    if identity is None:
+        return None
+    if identity.wa_id:
+        return f"WhatsApp {masked_phone(identity.wa_id)}"
+    if identity.bsuid:
+        return f"WhatsApp user …{identity.bsuid[-4:]}"
+    return None
+
+
 def _ids_to_add(
     identity: WhatsAppIdentity, *, wa_id: str | None, bsuid: str | None
 ) -> dict[str, str]:

@@ -37,15 +37,39 @@ def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+def _read_body(request: HttpRequest, limit: int) -> bytes | HttpResponse:
+    """The raw body, at most `limit` bytes (one more means too large), or the answer to
+    give instead. A chunked body (no Content-Length) is read from the server's input
+    stream, which decodes the chunks (gunicorn does); Django's own stream would read
+    nothing and the signature check would fail falsely. With neither header there is
+    no body (RFC 9112)."""
+    length = request.META.get("CONTENT_LENGTH")
+    if length:
+        try:
+            declared = int(length)
+        except ValueError:
+            return _text("bad Content-Length", 400)
+        if declared > limit:
+            return _text("payload too large", 413)
+        return request.read(limit + 1)
+    if "chunked" not in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return b""
+    stream = request.META["wsgi.input"]
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def _receive(request: HttpRequest) -> HttpResponse:
     limit = settings.WHATSAPP_MAX_BODY_BYTES
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return _text("bad Content-Length", 400)
-    if declared > limit:
-        return _text("payload too large", 413)
-    body = request.read(limit + 1)
+    body = _read_body(request, limit)
+    if isinstance(body, HttpResponse):
+        return body
     if len(body) > limit:
         return _text("payload too large", 413)
     header = request.headers.get("X-Hub-Signature-256", "")

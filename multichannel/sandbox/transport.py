@@ -1,24 +1,70 @@
-"""A `requests` adapter that serves `sandbox://<service>/...` URLs from the sandbox
-views in this process, through Django's full request handling. The bytes on the wire
-are real HTTP bodies; only the socket is skipped, so no port or second server is needed.
-"""
+"""Serving HTTP requests to this app inside this process, through Django's full request
+handling (middleware, host validation, CSRF exemptions and all): `sandbox://<service>/...`
+URLs reach the sandbox's stand-ins for MKA1 and the Graph API, and `in_process_post`
+plays Meta posting a webhook. The bytes are real HTTP bodies; only the socket is
+skipped, so no port or second server is needed. Requests carry a Host the app's
+ALLOWED_HOSTS accepts, so this works whatever the operator allowed."""
 
+import http.client
+import io
+import sys
+from types import SimpleNamespace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import requests
+from django.conf import settings
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIRequest
-from django.test.client import RequestFactory
+from django.http.request import split_domain_port, validate_host
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
 
-class _EnvironFactory(RequestFactory):
-    """Builds the WSGI environ of a request instead of a request object."""
+def local_host() -> str:
+    """A Host header this app answers to: SITE_URL's host, else the first concrete
+    ALLOWED_HOSTS entry, else localhost."""
+    allowed = settings.ALLOWED_HOSTS
+    candidates = [urlsplit(settings.SITE_URL).netloc]
+    candidates += [host.lstrip(".") for host in allowed if host not in ("*", ".")]
+    candidates += ["localhost", "127.0.0.1"]
+    for candidate in candidates:
+        domain, _ = split_domain_port(candidate)
+        if domain and validate_host(domain, allowed):
+            return candidate
+    return "localhost"
 
-    def request(self, **request: Any) -> Any:
-        return self._base_environ(**request)  # type: ignore[attr-defined]
+
+def _environ(
+    method: str, path: str, query: str, body: bytes, headers: dict[str, str], host: str
+) -> dict[str, Any]:
+    domain, port = split_domain_port(host)
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "SERVER_NAME": domain or "localhost",
+        "SERVER_PORT": port or "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": host,
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    for name, value in headers.items():
+        key = name.upper().replace("-", "_")
+        if key == "CONTENT_TYPE":
+            environ["CONTENT_TYPE"] = value
+        elif key not in ("HOST", "CONTENT_LENGTH"):
+            environ[f"HTTP_{key}"] = value
+    return environ
 
 
 class _Handler(BaseHandler):
@@ -35,10 +81,21 @@ class _Handler(BaseHandler):
         return self.get_response(WSGIRequest(environ))
 
 
+_handler: _Handler | None = None
+
+
+def _serve(method: str, url_path: str, query: str, body: bytes, headers: dict[str, str]) -> Any:
+    global _handler
+    if _handler is None:
+        _handler = _Handler()  # middleware loaded once, shared by all threads
+    return _handler(_environ(method, url_path, query, body, headers, local_host()))
+
+
 class InProcessAdapter(BaseAdapter):
-    def __init__(self) -> None:
-        super().__init__()
-        self._handler = _Handler()  # middleware loaded once, shared by all threads
+    """`sandbox://<service>/<path>` -> this app's `/sandbox/<service>/<path>`."""
+
+    def path(self, url: SplitResult) -> str:
+        return f"/sandbox/{url.netloc}{url.path}"
 
     def send(  # type: ignore[override]
         self, request: requests.PreparedRequest, **kwargs: Any
@@ -47,21 +104,27 @@ class InProcessAdapter(BaseAdapter):
         body = request.body or b""
         if isinstance(body, str):
             body = body.encode()
-        headers = {k: v for k, v in request.headers.items() if k.lower() != "content-type"}
-        environ: Any = _EnvironFactory().generic(
-            request.method or "GET",
-            f"/sandbox/{parts.netloc}{parts.path}",
-            data=body,
-            content_type=request.headers.get("Content-Type", "application/octet-stream"),
-            headers=headers,
-            QUERY_STRING=parts.query,
-        )
-        answer: Any = self._handler(environ)
+        headers = dict(request.headers.items())
+        headers.setdefault("Content-Type", "application/octet-stream")
+        answer = _serve(request.method or "GET", self.path(parts), parts.query, body, headers)
+        headers_out = [
+            *answer.items(),
+            *(
+                ("Set-Cookie", cookie.output(header="").strip())
+                for cookie in answer.cookies.values()
+            ),
+        ]
         response = requests.Response()
         response.status_code = answer.status_code
         response.reason = answer.reason_phrase
         response.headers = CaseInsensitiveDict(dict(answer.items()))
+        # What requests reads cookies from (a session keeps them, as a browser does).
+        message = http.client.HTTPMessage()
+        for name, value in headers_out:
+            message[name] = value
+        response.raw = SimpleNamespace(_original_response=SimpleNamespace(msg=message))
         response._content = answer.content
+        response._content_consumed = True  # type: ignore[attr-defined]
         response.encoding = "utf-8"
         response.url = request.url or ""
         response.request = request
@@ -69,3 +132,25 @@ class InProcessAdapter(BaseAdapter):
 
     def close(self) -> None:
         pass
+
+
+class AppAdapter(InProcessAdapter):
+    """`http://<local host>/<path>` -> this app's `/<path>`, as a browser would ask."""
+
+    def path(self, url: SplitResult) -> str:
+        return url.path or "/"
+
+
+def in_process_browser() -> tuple[requests.Session, str]:
+    """A browser-like session (cookies, redirects) on this app in process, and the base
+    URL to use with it."""
+    base = f"http://{local_host()}"
+    session = requests.Session()
+    session.trust_env = False
+    session.mount(f"{base}/", AppAdapter())
+    return session, base
+
+
+def in_process_post(path: str, body: bytes, headers: dict[str, str]) -> int:
+    """POST `body` to one of this app's own URLs in process; the status code."""
+    return int(_serve("POST", path, "", body, headers).status_code)

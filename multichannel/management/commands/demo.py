@@ -8,7 +8,6 @@ from typing import Any
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError, CommandParser
-from django.test import Client
 
 from audit.evidence import LABELS, cross_channel_pairs
 from audit.toolkit import StrictCommand
@@ -18,6 +17,7 @@ from multichannel.processing import user_messages_process
 from multichannel.sandbox import whatsapp as wa
 from multichannel.sandbox.models import SandboxGraphMessage
 from multichannel.sandbox.phone_views import webhook_post
+from multichannel.sandbox.transport import in_process_browser
 
 QUESTION = "What is the capital of France?"
 LINK_RE = re.compile(r"https?://\S+/signin/(?P<token>[A-Za-z0-9_-]+)")
@@ -56,10 +56,20 @@ class Command(StrictCommand):
         link = LINK_RE.search(sent.body["text"]["body"]) if sent else None
         if link is None:
             raise CommandError("no sign-in link reached the phone")
-        browser = Client()
-        if browser.post(f"/signin/{link['token']}").status_code != 302:
-            raise CommandError("the sign-in link was refused")
-        answer = browser.get(f"/api/multichannel/{turn.response_id}")
+        browser, base = in_process_browser()
+        # As a person would: open the link, see the page, press the button.
+        page = browser.get(f"{base}/signin/{link['token']}", timeout=self.timeout)
+        if page.status_code != 200 or "Continue" not in page.text:
+            raise CommandError(f"opening the sign-in link answered {page.status_code}")
+        signed_in = browser.post(
+            f"{base}/signin",
+            data={"csrfmiddlewaretoken": browser.cookies.get("csrftoken", "")},
+            allow_redirects=False,
+            timeout=self.timeout,
+        )
+        if signed_in.status_code != 302:
+            raise CommandError(f"the sign-in link was refused ({signed_in.status_code})")
+        answer = browser.get(f"{base}/api/multichannel/{turn.response_id}", timeout=self.timeout)
         if answer.status_code != 200:
             raise CommandError(
                 f"GET /api/multichannel/{turn.response_id} answered {answer.status_code}"

@@ -1,3 +1,4 @@
+import os
 import secrets
 import signal
 import subprocess
@@ -17,6 +18,15 @@ from audit.toolkit import StrictCommand
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
 DEMO_AUDITOR = "auditor"
+
+
+def child_env(base_url: str) -> dict[str, str]:
+    """The web server's and the consumer's environment. Sign-in links (made by the
+    consumer) follow the address being served unless SITE_URL says otherwise."""
+    env = dict(os.environ)
+    if not env.get("SITE_URL"):
+        env["SITE_URL"] = base_url
+    return env
 
 
 class Command(StrictCommand):
@@ -59,8 +69,12 @@ class Command(StrictCommand):
                 *("--worker-type", "thread"),
             ],
         }
+        env = child_env(base)
         # Our own interpreter and manage.py, with arguments we built: no shell, no input.
-        children = {name: subprocess.Popen(argv) for name, argv in commands.items()}  # noqa: S603
+        children = {
+            name: subprocess.Popen(argv, env=env)  # noqa: S603
+            for name, argv in commands.items()
+        }
         stopping = False
 
         def stop(signum: int, frame: FrameType | None) -> None:

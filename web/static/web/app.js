@@ -36,7 +36,9 @@ function renderTurn(turn) {
     }
     item.append(el("div", { class: "bot" }, turn.reply, meta));
   } else {
-    item.append(el("div", { class: "meta" }, turn.state === "failed" ? "Could not answer." : "Answering…"));
+    const status = turn.limited ? "Not answered: too many messages at once."
+      : turn.state === "failed" ? "Could not answer." : "Answering…";
+    item.append(el("div", { class: "meta" }, status));
   }
   return item;
 }
@@ -68,7 +70,7 @@ async function openResponse(responseId) {
 async function waitForReply(messageId, deadline = Date.now() + 60000) {
   while (Date.now() < deadline) {
     const turn = await api(`/api/messages/${messageId}`);
-    if (turn.reply || turn.state === "failed") return turn;
+    if (turn.reply || turn.limited || turn.state === "failed") return turn;
     await new Promise((resolve) => setTimeout(resolve, 700));
   }
   throw new Error("No reply yet; it will appear here when ready.");
