@@ -302,3 +302,51 @@ def test_create_auditor_will_not_demote_a_superuser(monkeypatch) -> None:
 def test_create_auditor_has_no_password_argument() -> None:
     with pytest.raises(CommandError):
         call_command("create_auditor", "frank", "--password", "secret")
+
+
+# --- hardening: bad filters, login lockout, content security policy ----------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["sequence=abc", "timestamp__gte=not-a-date", "no_such_field=1", "sequence__in=1,x"],
+)
+def test_a_bad_filter_on_the_download_is_a_400_not_a_crash(
+    auditor: Client, two_channel, query: str
+) -> None:
+    answer = auditor.get(f"/admin/audit/auditevent/export/?{query}")
+    assert answer.status_code == 400
+    assert answer["Content-Type"].startswith("text/plain")
+
+
+def test_repeated_failed_admin_logins_lock_the_account_out(settings) -> None:
+    settings.AXES_FAILURE_LIMIT = 3
+    User.objects.create_user("bob", password="the-right-password-1", is_staff=True)
+    browser = Client()
+    for _ in range(3):
+        answer = browser.post("/admin/login/", {"username": "bob", "password": "wrong"})
+        assert answer.status_code in (200, 429)
+    locked = browser.post("/admin/login/", {"username": "bob", "password": "the-right-password-1"})
+    assert locked.status_code == 429  # even the right password, until the cool-off ends
+    assert "_auth_user_id" not in browser.session
+
+
+@pytest.mark.parametrize("path", ["/", "/admin/login/", "/signin", "/api/schema", "/healthz"])
+def test_every_page_has_a_content_security_policy(client: Client, path: str) -> None:
+    policy = client.get(path)["Content-Security-Policy"]
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy
+
+
+def test_the_admin_pages_need_no_inline_style_or_script(auditor: Client, two_channel) -> None:
+    event = AuditEvent.objects.first()
+    pages = [
+        "/admin/audit/auditevent/",
+        f"/admin/audit/auditevent/{event.pk}/change/",
+        "/admin/audit/auditevent/evidence/",
+    ]
+    for page in pages:
+        content = auditor.get(page).content.decode()
+        assert " style=" not in content, page
+        assert "<script>" not in content, page

@@ -71,7 +71,15 @@ def test_two_channel_scenario_in_a_real_browser(live_server, settings, monkeypat
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 420, "height": 900})  # a phone screen
+            # Every request the page makes, and anything the browser refuses (CSP).
+            referers: list[str] = []
+            page.on("request", lambda request: referers.append(request.headers.get("referer", "")))
+            console: list[str] = []
+            page.on("console", lambda message: console.append(message.text))
             page.goto(link[0])
+            # The confirmation page says whose account this is, without the whole number.
+            sync_api.expect(page.locator("#who")).to_have_text(f"WhatsApp +15•••••{PHONE[-4:]}")
+            assert "/signin/" not in page.url  # the token left the address bar
             page.click("#continue")
             # Channel two: the thread shows the WhatsApp turn with its response id.
             first = page.locator(".turn").first
@@ -94,6 +102,10 @@ def test_two_channel_scenario_in_a_real_browser(live_server, settings, monkeypat
             sync_api.expect(page.locator("#send-status")).to_be_empty()
             sync_api.expect(page.locator(".turn").nth(1)).to_contain_text("sent on WhatsApp")
             page.screenshot(path=str(ARTIFACTS / "web-flow.png"), full_page=True)
+            token = link[0].rsplit("/", 1)[1]
+            assert referers, "the page made no requests?"
+            assert not [r for r in referers if token in r]  # no Referer ever carried it
+            assert not [m for m in console if "Content Security Policy" in m], console
         finally:
             browser.close()
 

@@ -35,6 +35,17 @@ def test_the_demo_walks_the_seed_scenario_and_passes() -> None:
 
 
 @pytest.mark.django_db
+def test_the_demo_works_whatever_hosts_the_operator_allows(settings) -> None:
+    # It posts and browses through the app's own request handling, as the host it
+    # serves, not as a test client's "testserver".
+    settings.ALLOWED_HOSTS = ["demo.example.test"]
+    settings.SITE_URL = "http://127.0.0.1:8765"
+    out = StringIO()
+    call_command("demo", stdout=out)
+    assert out.getvalue().rstrip().endswith("Demo passed.")
+
+
+@pytest.mark.django_db
 def test_the_demo_fails_loudly_when_a_step_fails() -> None:
     fault_inject("responses.get", status=500, times=100)
     with pytest.raises(CommandError, match="answered 502"):
@@ -54,12 +65,14 @@ def test_serve_runs_web_and_worker_and_stops_both_on_ctrl_c(tmp_path: Path) -> N
         port = probe.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "SITE_URL"},
         "DEBUG": "true",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite3'}",
         "HUEY_SQLITE_PATH": str(tmp_path / "queue.sqlite3"),
         "HUEY_IMMEDIATE": "false",
         "SANDBOX": "true",
+        # An operator who allows only the address they serve on.
+        "ALLOWED_HOSTS": "127.0.0.1",
     }
     process = subprocess.Popen(
         [sys.executable, "manage.py", "serve", f"127.0.0.1:{port}", "--workers", "2"],
@@ -95,6 +108,28 @@ def test_serve_runs_web_and_worker_and_stops_both_on_ctrl_c(tmp_path: Path) -> N
                 break
             time.sleep(0.3)
         assert "You said: ping" in page
+        # LOGIN typed on the sandbox phone page (which posts the webhook in process):
+        # the link points at the address being served, not the default port 8000.
+        phone = requests.Session()
+        phone.get(f"{base}/sandbox/whatsapp/?phone=15551234567", timeout=5)
+        typed = phone.post(
+            f"{base}/sandbox/whatsapp/?phone=15551234567",
+            data={
+                "csrfmiddlewaretoken": phone.cookies["csrftoken"],
+                "phone": "15551234567",
+                "text": "LOGIN",
+            },
+            headers={"Origin": base},
+            timeout=10,
+        )
+        assert typed.status_code == 200, typed.text[:500]
+        assert "The webhook answered" not in typed.text
+        while time.monotonic() < deadline:
+            page = requests.get(f"{base}/sandbox/whatsapp/", timeout=5).text
+            if "/signin/" in page:
+                break
+            time.sleep(0.3)
+        assert f"{base}/signin/" in page
     finally:
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=30)[0]

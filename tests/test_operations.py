@@ -114,3 +114,34 @@ def test_gunicorn_access_logs_leave_sign_in_tokens_out() -> None:
 
     assert redact("GET /signin/AbC-123_x HTTP/1.1") == ("GET /signin/[redacted] HTTP/1.1")
     assert redact("/api/conversation") == "/api/conversation"
+
+
+def test_the_log_filter_redacts_tokens_and_secrets_in_messages_and_tracebacks(settings) -> None:
+    import logging
+    import sys
+
+    from multichannel.observability import JsonFormatter, RedactingFilter
+
+    settings.WHATSAPP_TOKEN = "EAAGnotARealTokenButLongEnough123"
+    token = "AbCdEf0123456789_-xyzXYZ0123456789abcdefghi"
+    record = logging.LogRecord(
+        "django.security.csrf", logging.WARNING, __file__, 1,
+        "Forbidden (%s): %s", ("CSRF cookie not set.", f"/signin/{token}"), None,
+    )  # fmt: skip
+    try:
+        raise ValueError(f"Invalid header value b'Bearer {settings.WHATSAPP_TOKEN}\\n'")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    assert RedactingFilter().filter(record) is True
+    line = JsonFormatter().format(record)
+    assert token not in line
+    assert settings.WHATSAPP_TOKEN not in line
+    assert "/signin/[redacted]" in line
+    assert "Bearer [redacted]" in line
+
+
+def test_every_log_handler_redacts() -> None:
+    from django.conf import settings
+
+    for name, handler in settings.LOGGING["handlers"].items():
+        assert "redact" in handler["filters"], name

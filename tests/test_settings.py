@@ -27,6 +27,10 @@ def run_manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPr
 
 
 _APP_VARS = {
+    "SITE_URL",
+    "CACHE_URL",
+    "CACHE_DIR",
+    "REDIS_URL",
     "SECRET_KEY",
     "DEBUG",
     "MKA1_API_KEY",
@@ -111,6 +115,102 @@ def test_sandbox_with_debug_off_is_a_system_check_error() -> None:
     assert "multichannel.E002" in _check_ids()
 
 
+def test_sandbox_with_debug_off_is_refused_when_settings_load(tmp_path: Path) -> None:
+    # Servers such as gunicorn run no system checks: the refusal is in the settings.
+    result = run_manage(
+        tmp_path,
+        "shell",
+        "-c",
+        "from django.conf import settings; print('started', settings.SANDBOX)",
+        DEBUG="false",
+        SANDBOX="true",
+        SECRET_KEY="test-" + "x" * 50,
+        MKA1_API_KEY="test-key-not-real",
+    )
+    assert result.returncode != 0
+    assert "started" not in result.stdout
+    assert "SANDBOX is on while DEBUG is off" in result.stderr
+
+
+@override_settings(DEBUG=False, SITE_URL="http://multichannel.example.test")
+def test_a_plain_http_site_url_in_production_is_a_system_check_error() -> None:
+    assert "multichannel.E012" in _check_ids()
+
+
+@override_settings(DEBUG=False, SITE_URL="https://multichannel.example.test")
+def test_an_https_site_url_in_production_passes() -> None:
+    assert "multichannel.E012" not in _check_ids()
+
+
+@override_settings(
+    DEBUG=False,
+    SITE_URL="https://multichannel.example.test",
+    WEB_CONCURRENCY=3,
+    CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+)
+def test_a_per_process_cache_with_several_web_processes_is_a_system_check_error() -> None:
+    assert "multichannel.E013" in _check_ids()
+
+
+@override_settings(
+    DEBUG=False,
+    SITE_URL="https://multichannel.example.test",
+    WEB_CONCURRENCY=1,
+    CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+)
+def test_a_per_process_cache_with_one_web_process_is_fine() -> None:
+    assert "multichannel.E013" not in _check_ids()
+
+
+def test_production_without_redis_shares_counters_through_files(tmp_path: Path) -> None:
+    result = run_manage(
+        tmp_path,
+        "shell",
+        "-c",
+        "from django.conf import settings; print(settings.CACHES['default']['BACKEND'])",
+        **PRODUCTION_VARS,
+        CACHE_DIR=str(tmp_path / "cache"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("FileBasedCache")
+
+
+PRODUCTION_VARS = {
+    "DEBUG": "false",
+    "SECRET_KEY": "test-" + "x" * 50,
+    "MKA1_API_KEY": "test-key-not-real",
+    "SITE_URL": "https://example.test",
+    "WHATSAPP_VERIFY_TOKEN": "test-verify",
+    "WHATSAPP_APP_SECRET": "test-secret",
+    "WHATSAPP_TOKEN": "test-token",
+    "WHATSAPP_PHONE_NUMBER_ID": "123",
+}
+
+
+@pytest.mark.parametrize("name", ["MKA1_API_KEY", "WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET"])
+def test_a_secret_with_a_trailing_newline_is_stripped(tmp_path: Path, name: str) -> None:
+    value = "test-secret-value-0123456789"
+    result = run_manage(
+        tmp_path,
+        "shell",
+        "-c",
+        f"from django.conf import settings; print(repr(settings.{name}))",
+        **{**PRODUCTION_VARS, name: value + "\n"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(repr(value))
+
+
+@pytest.mark.parametrize("bad", ["test-sec\nret-value", "test-secret value", "test-\x7fsecret"])
+def test_a_secret_with_whitespace_or_control_characters_inside_is_refused(
+    tmp_path: Path, bad: str
+) -> None:
+    result = run_manage(tmp_path, "check", **{**PRODUCTION_VARS, "WHATSAPP_TOKEN": bad})
+    assert result.returncode != 0
+    assert "WHATSAPP_TOKEN contains whitespace or control characters" in result.stderr
+    assert bad not in result.stderr
+
+
 @override_settings(SANDBOX=False, DEBUG=True, MKA1_BASE_URL="sandbox://mka1")
 def test_sandbox_url_without_sandbox_is_a_system_check_error() -> None:
     assert "multichannel.E003" in _check_ids()
@@ -130,3 +230,13 @@ def test_non_positive_timeouts_are_system_check_errors(name: str) -> None:
 @override_settings(SANDBOX=True, DEBUG=True)
 def test_default_test_configuration_passes_every_check() -> None:
     assert not [m for m in run_checks() if m.is_serious()]
+
+
+def test_env_example_lists_every_variable_the_settings_read() -> None:
+    import re
+
+    source = (ROOT / "multichannel" / "settings.py").read_text()
+    read = set(re.findall(r"""(?:env(?:\.\w+)?|_secret)\(\s*"([A-Z][A-Z0-9_]+)\"""", source))
+    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert read, "no variables found: the pattern no longer matches settings.py"
+    assert sorted(read - listed) == []

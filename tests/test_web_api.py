@@ -362,3 +362,54 @@ def test_a_body_that_is_not_an_object_is_400(answered: UserMessage, web_client) 
     )
     assert answer.status_code == 400
     assert answer.json() == {"error": "the body must be a JSON object"}
+
+
+# --- hardening: every MKA1 read audited, failures too; a daily allowance ---------------------
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_failed_retrieval_is_an_audit_event_with_its_status(
+    answered: UserMessage, web_client, status: int
+) -> None:
+    fault_inject("responses.get", status=status, times=4)  # past the client's own retries
+    answer = web_client(answered.end_user).get(f"/api/multichannel/{answered.turn.response_id}")
+    assert answer.status_code == 502
+    failed = AuditEvent.objects.get(action="responses.get.failed")
+    assert (failed.channel, failed.end_user_id) == ("webapp", answered.end_user_id)
+    assert failed.response_id == answered.turn.response_id
+    assert failed.context["status"] == status
+    assert (
+        failed.api_key_fingerprint
+        == AuditEvent.objects.get(action="responses.create").api_key_fingerprint
+    )
+
+
+def test_a_failed_item_read_is_an_audit_event(answered: UserMessage, web_client) -> None:
+    answer = web_client(answered.end_user).get("/api/conversation/items/msg_missing")
+    assert answer.status_code == 404
+    failed = AuditEvent.objects.get(action="conversations.items.get.failed")
+    assert failed.context["status"] == 404
+    assert failed.context["item_id"] == "msg_missing"
+
+
+def test_probing_with_failing_reads_cannot_flood_the_ledger(
+    answered: UserMessage, web_client, settings
+) -> None:
+    settings.AUDIT_FAILURES_PER_USER_HOUR = 3
+    browser = web_client(answered.end_user)
+    for n in range(8):
+        assert browser.get(f"/api/conversation/items/msg_probe{n}").status_code == 404
+    failed = AuditEvent.objects.filter(action="conversations.items.get.failed").order_by("sequence")
+    assert failed.count() == 3
+    assert failed.last().context["further_failures_this_hour"] == "logged, not recorded"
+
+
+def test_retrievals_per_user_and_day_are_capped(
+    answered: UserMessage, web_client, settings
+) -> None:
+    settings.API_RETRIEVALS_PER_DAY = 3
+    browser = web_client(answered.end_user)
+    url = f"/api/multichannel/{answered.turn.response_id}"
+    assert [browser.get(url).status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert AuditEvent.objects.filter(action="responses.get").count() == 3
+    assert int(browser.get(url)["Retry-After"]) > 0

@@ -192,3 +192,69 @@ def test_a_failed_link_send_is_retried_with_a_fresh_link(whatsapp_says) -> None:
     assert (
         SignInLink.objects.filter(used_at__isnull=True, expires_at__gt=timezone.now()).count() == 0
     )
+
+
+# --- the token never leaves the link; the page says whose account it is -----------------------
+
+
+def test_opening_the_link_moves_the_token_out_of_the_address(client: Client, whatsapp_says) -> None:
+    token = ask_for_link(whatsapp_says)
+    opened = client.get(f"/signin/{token}")
+    assert opened.status_code == 302
+    assert opened["Location"] == "/signin"
+    assert opened["Referrer-Policy"] == "no-referrer"
+    cookie = opened.cookies["signin_token"]
+    assert (cookie.value, cookie["path"], bool(cookie["httponly"])) == (token, "/signin", True)
+    page = client.get("/signin")
+    assert page.status_code == 200
+    assert token.encode() not in page.content  # nothing on the page (or its requests) has it
+    assert client.post("/signin").status_code == 302  # the button uses the cookie
+    assert client.session["end_user_id"] == EndUser.objects.get().pk
+    assert SignInLink.objects.get().used_at is not None
+
+
+def test_head_is_answered_like_get_and_uses_nothing_up(client: Client, whatsapp_says) -> None:
+    token = ask_for_link(whatsapp_says)
+    assert client.head(f"/signin/{token}").status_code == 302
+    assert client.head("/signin").status_code == 200
+    assert SignInLink.objects.get().used_at is None
+
+
+def test_the_confirmation_page_shows_the_masked_number_it_signs_in_as(
+    client: Client, whatsapp_says
+) -> None:
+    token = ask_for_link(whatsapp_says, wa_id="15557654321")
+    page = client.get(f"/signin/{token}", follow=True)
+    assert "WhatsApp +15•••••4321" in page.content.decode()
+    assert "7654321" not in page.content.decode()  # never the whole number
+    client.post("/signin")
+    home = client.get("/").content.decode()
+    assert "Signed in as WhatsApp +15•••••4321" in home
+
+
+def test_a_forwarded_link_tells_the_person_whose_account_it_is(whatsapp_says) -> None:
+    token = ask_for_link(whatsapp_says, wa_id="15550001111")
+    victim = Client()
+    page = victim.get(f"/signin/{token}", follow=True).content.decode()
+    assert "+15•••••1111" in page
+    assert "Not your number?" in page
+
+
+def test_a_used_or_unknown_token_shows_the_failed_page_not_a_name(client: Client) -> None:
+    client.cookies["signin_token"] = "not-a-real-token"
+    page = client.get("/signin")
+    assert page.status_code == 410
+    assert b"WhatsApp +" not in page.content
+
+
+def test_signing_in_to_the_admin_drops_the_end_user_session(client: Client, whatsapp_says) -> None:
+    sign_in(client, ask_for_link(whatsapp_says))
+    assert client.get("/api/conversation").status_code == 200
+    get_user_model().objects.create_superuser("root", "root@example.test", "pw-x-123!long")
+    login = client.post(
+        "/admin/login/?next=/admin/", {"username": "root", "password": "pw-x-123!long"}
+    )
+    assert login.status_code == 302
+    assert client.get("/admin/").status_code == 200
+    assert "end_user_id" not in client.session
+    assert client.get("/api/conversation").status_code == 401

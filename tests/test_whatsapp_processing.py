@@ -7,6 +7,7 @@ from functools import partial
 
 import pytest
 import requests
+from django.db import OperationalError
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -562,3 +563,136 @@ def test_a_worker_that_lost_its_lease_stops_after_the_current_step(receive, monk
     assert processing.user_messages_process(end_user_id=end_user_id).outcome == "busy"
     states = dict(UserMessage.objects.values_list("text", "state"))
     assert states == {"one": UserMessage.State.ANSWERED, "two": UserMessage.State.QUEUED}
+
+
+# --- hardening: secrets, waits, limits, the LOGIN reply, the ledger ---------------------------
+
+
+def test_a_graph_error_echoing_the_access_token_is_stored_without_it(receive, settings) -> None:
+    settings.WHATSAPP_TOKEN = "EAAGtestTokenNotReal0123456789abcdef"
+    echo = {
+        "error": {
+            "message": f"Malformed access token {settings.WHATSAPP_TOKEN}",
+            "type": "OAuthException",
+            "code": 190,
+        }
+    }
+    fault_inject("graph.messages", status=401, body=echo, times=2)  # mark-read and the send
+    receive(wa.message_event(text="hello"))
+    message = the_message()
+    assert message.state == UserMessage.State.FAILED
+    stored = str(OutboundMessage.objects.get().errors) + message.error
+    assert settings.WHATSAPP_TOKEN not in stored
+    assert "EAAG" not in stored
+    assert "[redacted]" in stored
+
+
+def test_an_unexpected_error_around_an_http_call_is_kept_by_type_and_redacted_text(
+    receive, settings, monkeypatch
+) -> None:
+    settings.WHATSAPP_TOKEN = "test-graph-token-that-leaks"
+
+    def broken_send(self, **kwargs):
+        raise RuntimeError(f"Invalid header value b'Bearer {settings.WHATSAPP_TOKEN}\\n'")
+
+    monkeypatch.setattr("whatsapp.graph.GraphClient.send_text", broken_send)
+    receive(wa.message_event(text="hello"))
+    message = the_message()
+    assert message.state == UserMessage.State.ANSWERED  # retried later, not lost
+    assert message.error.startswith("RuntimeError: Invalid header value")
+    assert settings.WHATSAPP_TOKEN not in message.error
+    assert "[redacted]" in message.error
+
+
+def test_a_huge_retry_after_never_parks_a_user_past_the_cap(receive, settings) -> None:
+    settings.RETRY_DELAY_MAX_SECONDS = 600
+    fault_inject("responses.create", status=429, headers={"Retry-After": "99999999999"}, times=1)
+    receive(wa.message_event(text="later"))
+    message = the_message()
+    assert message.state == UserMessage.State.QUEUED
+    wait = (message.next_attempt_at - timezone.now()).total_seconds()
+    assert 0 < wait <= 600
+
+
+def test_a_burst_of_texts_makes_only_the_senders_allowance_of_mka1_calls(
+    receive, settings, mka1_calls: Calls
+) -> None:
+    settings.SENDER_BURST = 10
+    settings.SENDER_REFILL_SECONDS = 600  # no refill during the test
+    events = [wa.message_event(text=f"spam {n}", timestamp=1_700_000_000 + n) for n in range(30)]
+    receive(*events)
+    messages = list(UserMessage.objects.order_by("sent_at", "id"))
+    assert [m.state for m in messages] == [UserMessage.State.DELIVERED] * 30
+    assert len(response_creates(mka1_calls)) == 10
+    assert [m.limited for m in messages] == [False] * 10 + [True] * 20
+    notices = [text for text in sent_texts() if text == settings.SENDER_LIMIT_REPLY]
+    assert len(notices) == 1  # one polite notice, then silence
+    assert len(sent_texts()) == 11
+    assert AuditEvent.objects.filter(action="responses.create").count() == 10
+
+
+def test_the_senders_allowance_refills_over_time(receive, settings, mka1_calls: Calls) -> None:
+    settings.SENDER_BURST = 1
+    settings.SENDER_REFILL_SECONDS = 600
+    receive(wa.message_event(text="one", timestamp=1_700_000_000))
+    receive(wa.message_event(text="two", timestamp=1_700_000_001))
+    assert len(response_creates(mka1_calls)) == 1
+    cache_key = f"limits:sender:{the_first_user_id()}"
+    from django.core.cache import cache
+
+    tokens, since = cache.get(cache_key)
+    cache.set(cache_key, (tokens, since - 600))  # ten minutes pass
+    receive(wa.message_event(text="three", timestamp=1_700_000_002))
+    assert len(response_creates(mka1_calls)) == 2
+
+
+def the_first_user_id() -> str:
+    return UserMessage.objects.order_by("id").first().end_user_id
+
+
+def test_login_delivered_but_not_saved_as_delivered_issues_no_second_link(
+    receive, monkeypatch
+) -> None:
+    from web.models import SignInLink
+
+    original = UserMessage.save
+    failures = {"left": 8}  # longer than stored_despite_outage waits
+
+    def save(self, *args, **kwargs):
+        if self.state == UserMessage.State.DELIVERED and failures["left"]:
+            failures["left"] -= 1
+            raise OperationalError("database is locked")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(UserMessage, "save", save)
+    receive(wa.message_event(text="LOGIN"))
+    assert the_message().state == UserMessage.State.ANSWERED  # the reply went out...
+    assert len(sent_texts()) == 1
+    run_due_work()  # ...and the retry finds every part sent
+    assert the_message().state == UserMessage.State.DELIVERED
+    assert len(sent_texts()) == 1
+    assert SignInLink.objects.count() == 1
+    assert SignInLink.objects.get().expires_at > timezone.now()  # the link the user holds
+
+
+def test_no_mka1_call_while_the_ledger_cannot_record(receive) -> None:
+    from django.db import connection
+
+    from audit.triggers import triggers_install, triggers_uninstall
+    from multichannel.sandbox.models import SandboxConversation, SandboxResponse
+
+    receive(wa.message_event(text="first"))  # the ledger has events now
+    triggers_uninstall(connection)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM audit_auditchainhead")
+    finally:
+        triggers_install(connection)
+    receive(wa.message_event(wa_id="15550000002", text="second, from someone new"))
+    run_due_work()
+    # MKA1 (the sandbox) saw no new conversation and no new response: nothing unaudited.
+    assert SandboxConversation.objects.count() == 1
+    assert SandboxResponse.objects.count() == 1
+    message = UserMessage.objects.get(text="second, from someone new")
+    assert message.state == UserMessage.State.QUEUED
+    assert "LedgerUnavailableError" in message.error

@@ -217,6 +217,31 @@ def test_the_bsuid_in_contacts_maps_a_phone_less_message(post_webhook: PostWebho
     assert InboundMessage.objects.get().identity.bsuid == "BR.1502576394655843"
 
 
+def test_a_contact_for_someone_else_never_binds_their_id_to_the_sender(
+    post_webhook: PostWebhook, django_capture_on_commit_callbacks
+) -> None:
+    # A sends a message; the contacts entry beside it names B (B's number and BSUID).
+    event = wa.message_event(wa_id="15550000001", text="from A")
+    event["contact"] = {"profile": {"name": "B"}, "wa_id": "15550000002", "user_id": "US.B"}
+    assert post_webhook(wa.webhook_payload([event])).status_code == 200
+    sender = InboundMessage.objects.get().identity
+    assert (sender.wa_id, sender.bsuid) == ("15550000001", None)
+    # B's later BSUID-only message is B's own, and B's reply goes to B, not to A.
+    later = wa.message_event(wa_id=None, bsuid="US.B", text="from B")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post_webhook(wa.webhook_payload([later])).status_code == 200
+    assert InboundMessage.objects.get(raw__id=later["message"]["id"]).identity != sender
+    assert sent_texts("US.B") == ["You said: from B"]
+    assert sent_texts("15550000001") == []
+
+
+def test_a_matching_contact_still_completes_the_senders_ids(post_webhook: PostWebhook) -> None:
+    event = wa.message_event(wa_id="15550000001", bsuid="US.A", text="hi")
+    del event["message"]["from_user_id"]  # the contact (A's own) carries the BSUID
+    assert post_webhook(wa.webhook_payload([event])).status_code == 200
+    assert InboundMessage.objects.get().identity.bsuid == "US.A"
+
+
 def test_ids_of_two_known_senders_in_one_message_keep_the_message(
     post_webhook: PostWebhook, django_capture_on_commit_callbacks
 ) -> None:
