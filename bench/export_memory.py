@@ -65,7 +65,7 @@ from django.db import connection, transaction  # noqa: E402
 
 from audit.jsonl import SEED_KEYS  # noqa: E402
 from audit.models import AuditEvent  # noqa: E402
-from tests.audit_rows import chain_placeholders, insert_audit_rows  # noqa: E402
+from tests.support.audit_rows import chain_placeholders, insert_audit_rows  # noqa: E402
 
 SIZES = (10_000, 100_000, 1_000_000)
 BATCH = 10_000

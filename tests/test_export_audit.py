@@ -29,7 +29,7 @@ from audit.management.commands import export_audit
 from audit.models import AuditEvent
 from audit.services import audit_event_record
 from multichannel.mka1 import Mka1Object
-from tests.audit_rows import chain_placeholders, insert_audit_rows
+from tests.support.audit_rows import chain_placeholders, insert_audit_rows
 
 pytestmark = pytest.mark.django_db
 

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import requests
 
-from multichannel.sandbox import whatsapp as wa
-from tests.conftest import need
-from tests.processes import APP_SECRET, Stack, free_port, postgres_database, query, reachable
+from tests.support.ci import need
+from tests.support.stack import APP_SECRET, Stack, free_port, postgres_database, query, reachable
+from tests.support.webhooks import Message, webhook_body, webhook_send
 
 pytestmark = pytest.mark.fault
 
@@ -41,19 +41,6 @@ FAST_RECOVERY = {
     "HUEY_WORKERS": "8",
     "GUNICORN_THREADS": "4",
 }
-
-
-@dataclass(frozen=True)
-class Message:
-    wa_id: str
-    text: str
-    wamid: str
-    timestamp: int
-
-    def event(self) -> dict[str, Any]:
-        return wa.message_event(
-            wa_id=self.wa_id, text=self.text, message_id=self.wamid, timestamp=self.timestamp
-        )
 
 
 def conversation(name: str, *, users: int, per_user: int) -> list[Message]:
@@ -72,13 +59,10 @@ def conversation(name: str, *, users: int, per_user: int) -> list[Message]:
     ]
 
 
-def webhook_body(messages: list[Message]) -> bytes:
-    return wa.encode(wa.webhook_payload([message.event() for message in messages]))
-
-
 @dataclass
 class Sender:
-    """Plays Meta: posts signed webhooks and redelivers each until it gets a 200."""
+    """Plays Meta: posts signed webhooks to the server at `url` and redelivers each
+    until it gets a 200."""
 
     url: str
     threads: int = 8
@@ -89,12 +73,11 @@ class Sender:
 
     def post(self, batch: list[Message], deadline: float) -> None:
         body = webhook_body(batch)
-        headers = wa.webhook_headers(body, APP_SECRET)
         with requests.Session() as session:
             while time.monotonic() < deadline:
                 try:
-                    status = session.post(self.url, data=body, headers=headers, timeout=10)
-                    ok = status.status_code == 200
+                    answer = webhook_send(self.url, body, secret=APP_SECRET, session=session)
+                    ok = answer.status_code == 200
                 except requests.RequestException:
                     ok = False
                 with self._lock:
@@ -288,7 +271,7 @@ def test_consumer_killed_mid_batch_loses_and_repeats_nothing(stack: Callable[...
     app = stack(sandbox_env={"SANDBOX_MKA1_LATENCY_MS": "150"})
     started = time.monotonic()
     messages = conversation("kill-consumer", users=24, per_user=5)
-    sender = Sender(f"{app.app_url}/whatsapp/webhook")
+    sender = Sender(app.app_url)
     sender.send(in_rounds(messages))
     wait_until_delivered(app, 30)
     app.kill("consumer")  # SIGKILL: MKA1 calls and sends in flight, leases left behind
@@ -309,7 +292,7 @@ def test_web_killed_while_webhooks_arrive_processes_every_acknowledged_message(
     app = stack()
     started = time.monotonic()
     messages = conversation("kill-web", users=20, per_user=6)
-    sender = Sender(f"{app.app_url}/whatsapp/webhook", threads=6)
+    sender = Sender(app.app_url, threads=6)
     sending = sender.send_in_background(in_rounds(messages), pace=0.02)
     while len(sender.acknowledged) < 30:
         time.sleep(0.05)
@@ -339,7 +322,7 @@ def test_mka1_errors_and_timeouts_for_a_while_delay_answers_but_lose_none(
     app.sandbox_fault("responses.create", "--status", "429", "--times", "10", "--retry-after", "1")
     app.sandbox_fault("responses.create", "--delay-ms", "3000", "--times", "5")
     messages = conversation("mka1-faults", users=10, per_user=6)
-    sender = Sender(f"{app.app_url}/whatsapp/webhook")
+    sender = Sender(app.app_url)
     sender.send(in_rounds(messages))
     wait_until_delivered(app, len(messages))
     result = tally(
@@ -359,7 +342,7 @@ def test_graph_api_down_for_a_while_delivers_every_reply_once(
     started = time.monotonic()
     app.sandbox_fault("graph.messages", "--status", "503", "--times", "40")
     messages = conversation("graph-down", users=10, per_user=6)
-    sender = Sender(f"{app.app_url}/whatsapp/webhook")
+    sender = Sender(app.app_url)
     sender.send(in_rounds(messages))
     wait_until_delivered(app, len(messages))
     result = tally(
@@ -385,7 +368,7 @@ def test_duplicate_and_concurrent_deliveries_at_volume_are_answered_once(
         shuffle(batches)
         rounds.append(batches)
     webhooks = sum(len(batches) for batches in rounds)
-    sender = Sender(f"{app.app_url}/whatsapp/webhook", threads=12)
+    sender = Sender(app.app_url, threads=12)
     sender.send(rounds)
     wait_until_delivered(app, len(messages))
     result = tally(
@@ -402,7 +385,7 @@ def test_sqlite_locked_by_another_writer_loses_nothing(stack: Callable[..., Stac
     app = stack(app_env={"SQLITE_BUSY_TIMEOUT": "1"})
     started = time.monotonic()
     messages = conversation("sqlite-locked", users=10, per_user=6)
-    sender = Sender(f"{app.app_url}/whatsapp/webhook", threads=4)
+    sender = Sender(app.app_url, threads=4)
     sending = sender.send_in_background(in_rounds(messages), pace=0.05)
     path = app.database_url.removeprefix("sqlite:///")
     for _ in range(2):
@@ -471,7 +454,7 @@ def test_redis_restarted_under_load_on_postgres_loses_nothing(
         )
         started = time.monotonic()
         messages = conversation("redis-restart", users=20, per_user=5)
-        sender = Sender(f"{app.app_url}/whatsapp/webhook", threads=4)
+        sender = Sender(app.app_url, threads=4)
         sending = sender.send_in_background(in_rounds(messages), pace=0.03)
         while len(sender.acknowledged) < 30:
             time.sleep(0.05)

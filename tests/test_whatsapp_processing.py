@@ -17,14 +17,9 @@ from multichannel.sandbox.faults import fault_inject
 from multichannel.sandbox.models import SandboxGraphMessage
 from multichannel.sandbox.transport import InProcessAdapter
 from multichannel.tasks import process_end_user, recover_unfinished
-from tests.conftest import (
-    Calls,
-    PostWebhook,
-    at_once,
-    response_creates,
-    sent_texts,
-    webhook_deliver,
-)
+from tests.support.outgoing import Calls, response_creates, sent_texts
+from tests.support.threads import at_once
+from tests.support.webhooks import PostWebhook, webhook_deliver
 from whatsapp.models import InboundMessage, OutboundMessage
 
 pytestmark = pytest.mark.django_db
