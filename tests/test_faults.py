@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from tests.support.ci import need
+from tests.support.invariants import Outcome, exactly_once_in_order
 from tests.support.stack import APP_SECRET, Stack, free_port, postgres_database, query, reachable
 from tests.support.webhooks import Message, webhook_body, webhook_send
 
@@ -139,114 +140,39 @@ def wait_until_delivered(stack: Stack, count: int, timeout: float = 150) -> None
     )
 
 
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
 @dataclass
 class Tally:
+    """One scenario's outcome, as bench/reliability.py prints it."""
+
     scenario: str
     injected: str
-    sent: int
     deliveries: int
-    acknowledged: int
-    stored: int
-    answered: int
-    replied: int
-    audited: int
-    duplicates: dict[str, int]
-    mka1_responses: int
-    unrecorded_sends: int
     seconds: float
-    problems: list[str]
+    outcome: Outcome
 
     def row(self) -> dict[str, Any]:
-        return self.__dict__.copy()
+        fields = {key: value for key, value in asdict(self).items() if key != "outcome"}
+        return {**fields, **asdict(self.outcome)}
 
 
 def tally(
     stack: Stack, sender: Sender, messages: list[Message], *, scenario: str, injected: str,
     started: float, crash: bool = False,
 ) -> Tally:  # fmt: skip
-    """Count what happened to `messages`, and list every way it falls short. A reply may
-    be repeated only when `crash` is set and the Graph API accepted a send whose wamid
-    the killed process never stored (the one at-least-once window, README)."""
-    app, sandbox = stack.database_url, stack.sandbox_database_url
-    wamids = {message.wamid for message in messages}
-    stored = [row[0] for row in query(app, "SELECT wamid FROM whatsapp_inboundmessage")]
-    states = dict(query(app, "SELECT state, COUNT(*) FROM multichannel_usermessage GROUP BY state"))
-    creates = "SELECT context FROM audit_auditevent WHERE action = 'responses.create'"
-    audited = [_json(row[0]).get("whatsapp_message_id") for row in query(app, creates)]
-    failed = query(app, "SELECT COUNT(*) FROM audit_auditevent WHERE action LIKE '%failed'")
-    recorded = {row[0] for row in query(app, "SELECT wamid FROM whatsapp_outboundmessage")}
-    sends = query(
-        sandbox,
-        "SELECT recipient, body, wamid FROM sandbox_sandboxgraphmessage WHERE kind = 'text' "
-        "ORDER BY id",
-    )
-    replies = [(recipient, _json(body)["text"]["body"]) for recipient, body, _ in sends]
-    responses = query(sandbox, "SELECT COUNT(*) FROM sandbox_sandboxresponse")
-
-    problems = []
-    if missing := wamids - sender.acknowledged:
-        problems.append(f"{len(missing)} never acknowledged")
-    if lost := (sender.acknowledged & wamids) - set(stored):
-        problems.append(f"{len(lost)} acknowledged but not stored: {sorted(lost)[:5]}")
-    if unanswered := wamids - set(audited):
-        problems.append(f"{len(unanswered)} stored but not answered: {sorted(unanswered)[:5]}")
-    if set(states) - {"delivered"}:
-        problems.append(f"message states {states}")
-    if failed[0][0]:
-        problems.append(f"{failed[0][0]} MKA1 failures audited (a reply said sorry)")
-    expected: dict[str, list[str]] = {}
-    for message in sorted(messages, key=lambda m: (m.wa_id, m.timestamp)):
-        expected.setdefault(message.wa_id, []).append(f"You said: {message.text}")
-    got: dict[str, list[str]] = {}
-    for recipient, text in replies:
-        if not got.get(recipient) or got[recipient][-1] != text:  # a resend repeats the last
-            got.setdefault(recipient, []).append(text)
-    if got != expected:
-        wrong = [user for user in expected if got.get(user) != expected[user]]
-        problems.append(f"replies missing or out of order for {len(wrong)} users, e.g. {wrong[:2]}")
-    duplicates = {
-        "stored": len(stored) - len(set(stored)),
-        "answered": len(audited) - len(set(audited)),
-        "replied": len(replies) - len(set(replies)),
-    }
-    unrecorded = sum(1 for _, _, wamid in sends if wamid not in recorded)
-    if duplicates["stored"] or duplicates["answered"]:
-        problems.append(f"duplicates {duplicates}")
-    if duplicates["replied"] > (unrecorded if crash else 0):
-        problems.append(
-            f"{duplicates['replied']} duplicate replies, only {unrecorded} explained by a send "
-            "the Graph API accepted just before the consumer died"
-        )
-    return Tally(
-        scenario=scenario,
-        injected=injected,
-        sent=len(messages),
-        deliveries=sender.deliveries,
-        acknowledged=len(sender.acknowledged & wamids),
-        stored=len(set(stored) & wamids),
-        answered=states.get("delivered", 0),
-        replied=len(set(replies)),
-        audited=len(audited),
-        duplicates=duplicates,
-        mka1_responses=int(responses[0][0]),
-        unrecorded_sends=unrecorded,
-        seconds=round(time.monotonic() - started, 1),
-        problems=problems,
-    )
+    """Count what happened to `messages` and hold it to the invariants (`crash`: the one
+    at-least-once window of a killed consumer is allowed, see exactly_once_in_order)."""
+    outcome = exactly_once_in_order(stack, messages, sender.acknowledged, crash=crash)
+    seconds = round(time.monotonic() - started, 1)
+    return Tally(scenario, injected, sender.deliveries, seconds, outcome)
 
 
 def settle(stack: Stack, result: Tally) -> None:
-    """Record the counts, then hold the scenario to them and to the audit chain."""
+    """Record the counts, then hold the scenario to them (the audit chain included)."""
     path = os.environ.get("FAULT_REPORT")
     if path:
         with open(path, "a") as report:
             report.write(json.dumps(result.row()) + "\n")
-    assert result.problems == [], f"{result.problems}\n{stack.log_tail()}"
-    assert stack.manage("verify_audit").startswith("OK: ")
+    assert result.outcome.problems == [], f"{result.outcome.problems}\n{stack.log_tail()}"
 
 
 @pytest.fixture
@@ -332,7 +258,7 @@ def test_mka1_errors_and_timeouts_for_a_while_delay_answers_but_lose_none(
     )  # fmt: skip
     settle(app, result)
     # Each timed-out call may have left an orphan response at MKA1, never more.
-    assert len(messages) <= result.mka1_responses <= len(messages) + 5
+    assert len(messages) <= result.outcome.mka1_responses <= len(messages) + 5
 
 
 def test_graph_api_down_for_a_while_delivers_every_reply_once(

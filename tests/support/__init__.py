@@ -5,5 +5,6 @@
 - `outgoing`: what the app sent to MKA1 and to the Graph API stand-in;
 - `threads`: calls released at the same moment from threads of their own;
 - `stack`: the product as real processes (production profile + sandbox server);
+- `invariants`: the exactly-once, in-order check a run of those processes must pass;
 - `audit_rows`: filling the audit table fast with raw INSERTs.
 """
