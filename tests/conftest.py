@@ -7,12 +7,14 @@ from functools import partial
 from typing import Any
 
 import pytest
+import responses
 from django.test import Client
 
 from multichannel import mka1
 from multichannel.models import EndUser
 from multichannel.sandbox import whatsapp as wa
 from multichannel.services import end_user_create
+from tests.support import mka1 as fake_mka1
 from tests.support.ci import in_ci
 from tests.support.outgoing import Calls
 from tests.support.webhooks import PostWebhook, Signature, webhook_post, whatsapp_say
@@ -117,6 +119,36 @@ def web_client(db: None) -> Callable[[EndUser], Client]:
         return browser
 
     return signed_in
+
+
+@pytest.fixture
+def mocked() -> Iterator[responses.RequestsMock]:
+    """HTTP faked with `responses`: every registered answer must be asked for."""
+    with responses.RequestsMock() as rsps:
+        yield rsps
+
+
+@pytest.fixture
+def delays() -> list[float]:
+    """The back-off delays a client made with `make_client` would have slept."""
+    return []
+
+
+@pytest.fixture
+def make_client(delays: list[float]) -> fake_mka1.MakeClient:
+    """An MKA1 client for the fake server at fake_mka1.BASE, sleeping into `delays`."""
+
+    def make(**overrides: Any) -> mka1.Mka1Client:
+        options: dict[str, Any] = {
+            "api_key": fake_mka1.KEY,
+            "base_url": fake_mka1.BASE,
+            "model": fake_mka1.MODEL,
+            "sleep": delays.append,
+            **overrides,
+        }
+        return mka1.Mka1Client(**options)
+
+    return make
 
 
 # In CI nothing may skip: a skipped test is not a passing test.

@@ -6,5 +6,6 @@
 - `threads`: calls released at the same moment from threads of their own;
 - `stack`: the product as real processes (production profile + sandbox server);
 - `invariants`: the exactly-once, in-order check a run of those processes must pass;
+- `mka1`: the fake MKA1 server's constants and the requests it should receive;
 - `audit_rows`: filling the audit table fast with raw INSERTs.
 """
