@@ -26,7 +26,7 @@ import requests
 from tests.support.ci import need
 from tests.support.invariants import Outcome, exactly_once_in_order
 from tests.support.stack import APP_SECRET, Stack, free_port, postgres_database, query, reachable
-from tests.support.webhooks import Message, webhook_body, webhook_send
+from tests.support.webhooks import Message, conversation, webhook_body, webhook_send
 
 pytestmark = pytest.mark.fault
 
@@ -42,22 +42,6 @@ FAST_RECOVERY = {
     "HUEY_WORKERS": "8",
     "GUNICORN_THREADS": "4",
 }
-
-
-def conversation(name: str, *, users: int, per_user: int) -> list[Message]:
-    """`per_user` messages from each of `users` senders, a second apart per sender, in
-    the order Meta would send them (everyone's first, then everyone's second, ...)."""
-    start = int(time.time()) - per_user
-    return [
-        Message(
-            wa_id=f"1555{user:07d}",
-            text=f"{name} u{user} m{n}",
-            wamid=f"wamid.{name}.{user}.{n}",
-            timestamp=start + n,
-        )
-        for n in range(per_user)
-        for user in range(users)
-    ]
 
 
 @dataclass

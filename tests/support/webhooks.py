@@ -1,6 +1,7 @@
 """A signed WhatsApp webhook, the way Meta posts it: through Django's test client in this
 process, or over HTTP to a running server."""
 
+import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -37,6 +38,22 @@ class Message:
         return wa.message_event(
             wa_id=self.wa_id, text=self.text, message_id=self.wamid, timestamp=self.timestamp
         )
+
+
+def conversation(name: str, *, users: int, per_user: int) -> list[Message]:
+    """`per_user` messages from each of `users` senders, a second apart per sender, in
+    the order Meta would send them (everyone's first, then everyone's second, ...)."""
+    start = int(time.time()) - per_user
+    return [
+        Message(
+            wa_id=f"1555{user:07d}",
+            text=f"{name} u{user} m{n}",
+            wamid=f"wamid.{name}.{user}.{n}",
+            timestamp=start + n,
+        )
+        for n in range(per_user)
+        for user in range(users)
+    ]
 
 
 def webhook_body(messages: Iterable[Message]) -> bytes:
