@@ -1,205 +1,116 @@
-"""What `bench/webhook_ingest.py` and `bench/retrieval.py` share: scratch databases, the
-production-profile environment, gunicorn and runserver subprocesses, CPU times from
-/proc, and the one line of machine facts each benchmark prints.
+"""What the bench scripts share beyond tests/support (the production stack, the
+invariant checker, the signed webhook): CPU times from /proc, percentiles, the line of
+machine facts each benchmark prints, and its scratch directory.
 
 The scripts import it as `benchkit` (run as `python bench/<script>.py`, bench/ is first
-on sys.path; bench/ has no __init__.py). Nothing here imports Django, and psycopg and
-redis are imported only by the functions that need them, so a script can use this
-before it sets up Django.
+on sys.path; bench/ has no __init__.py); importing it puts the project root on sys.path
+too, for `tests.support`. Nothing here imports Django.
 """
 
 import math
 import os
 import platform
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
-import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
-
-import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
+if str(ROOT) not in sys.path:
+    sys.path.insert(1, str(ROOT))
+
+from tests.support.stack import POSTGRES as TEST_POSTGRES  # noqa: E402
+from tests.support.stack import (  # noqa: E402
+    Stack,
+    postgres_database,
+    query,
+    reachable,
+    redis_flush,
+)
+
+POSTGRES = os.environ.get("BENCH_POSTGRES_URL", TEST_POSTGRES)
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 
-# Obviously fake credentials: nothing here ever reaches Meta or MKA1.
-APP_SECRET = "bench-app-secret-not-real"  # noqa: S105
-MKA1_KEY = "bench-mka1-key-not-real"
-SECRET_KEY = "bench-secret-key-not-real-" + "0123456789abcdef" * 3
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-# --- scratch stores -------------------------------------------------------------------
-
-
-def postgres_create(prefix: str) -> str:
-    """A new, empty database with a unique name; returns its URL."""
-    import psycopg
-
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return f"{POSTGRES}/{name}"
-
-
-def postgres_drop(url: str) -> None:
-    import psycopg
-
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def redis_flush(url: str = REDIS) -> None:
-    import redis
-
-    redis.Redis.from_url(url).flushdb()
-
-
-# --- the environment ---------------------------------------------------------------
-
-
-def production_env(
+def stack_on(
+    db: str,
+    scratch: Path,
+    cleanup: ExitStack,
     *,
-    database_url: str,
-    redis_url: str,
-    queue_path: Path,
-    bind: str,
-    mka1_base_url: str,
-    graph_url: str,
-    workers: int | None = None,
-    threads: int | None = None,
-    settings_module: str = "multichannel.settings",
-    extra: dict[str, str] | None = None,
-) -> dict[str, str]:
-    """The production profile (DEBUG off, no sandbox) on loopback, over plain HTTP.
+    prefix: str,
+    postgres: str = POSTGRES,
+    redis: str = REDIS,
+    app_env: Mapping[str, str | None] | None = None,
+    sandbox_env: Mapping[str, str | None] | None = None,
+) -> Stack:
+    """The fault suite's production stack for one benchmark run, stopped when `cleanup`
+    closes: on SQLite files in `scratch` (`db` "sqlite"), or on a scratch PostgreSQL
+    database named after `prefix` (dropped afterwards) and a Redis db flushed before and
+    after ("postgres")."""
+    database_url = redis_url = ""
+    if db == "postgres":
+        database_url = cleanup.enter_context(postgres_database(prefix, postgres))
+        redis_url = redis
+        redis_flush(redis_url)
+        cleanup.callback(redis_flush, redis_url)
+        cleanup.callback(django_connections_close)
+    stack = Stack(
+        scratch,
+        database_url=database_url,
+        redis_url=redis_url,
+        app_env=app_env,
+        sandbox_env=sandbox_env,
+    )
+    cleanup.callback(stack.stop)
+    return stack
 
-    Every variable that matters is set explicitly, so neither the caller's environment
-    nor a `.env` file beside manage.py can point the benchmark elsewhere."""
-    inherited = ("MKA1_", "WHATSAPP_", "GUNICORN_", "WEB_CONCURRENCY", "HUEY_", "API_THROTTLE")
-    base = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
-    env = {
-        **base,
-        "DJANGO_SETTINGS_MODULE": settings_module,
-        "PYTHONPATH": str(ROOT),
-        "DEBUG": "false",
-        "SANDBOX": "false",
-        "SECRET_KEY": SECRET_KEY,
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "SECURE_SSL_REDIRECT": "false",  # plain HTTP on loopback
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "HUEY_SQLITE_PATH": str(queue_path),
-        "HUEY_IMMEDIATE": "false",
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "INFO",
-        "MKA1_API_KEY": MKA1_KEY,
-        "MKA1_BASE_URL": mka1_base_url,
-        "WHATSAPP_GRAPH_URL": graph_url,
-        "WHATSAPP_VERIFY_TOKEN": "bench-verify-token-not-real",
-        "WHATSAPP_APP_SECRET": APP_SECRET,
-        "WHATSAPP_TOKEN": "bench-graph-token-not-real",
-        "WHATSAPP_PHONE_NUMBER_ID": "100000000000001",
-        "GUNICORN_BIND": bind,
+
+def gunicorn_size(workers: int | None, threads: int | None) -> dict[str, str | None]:
+    """The app's gunicorn workers and threads, where given (None: the product's default)."""
+    return {
+        "WEB_CONCURRENCY": None if workers is None else str(workers),
+        "GUNICORN_THREADS": None if threads is None else str(threads),
     }
-    if workers is not None:
-        env["WEB_CONCURRENCY"] = str(workers)
-    if threads is not None:
-        env["GUNICORN_THREADS"] = str(threads)
-    env.update(extra or {})
-    return env
 
 
 def gunicorn_defaults(env: dict[str, str]) -> tuple[int, int]:
     """Workers and threads multichannel/gunicorn.py gives under this environment."""
     code = "import multichannel.gunicorn as g; print(g.workers, g.threads)"
     out = subprocess.run(
-        [PYTHON, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
-    ).stdout.split()
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+        check=True,
+    ).stdout.split()  # fmt: skip
     return int(out[0]), int(out[1])
 
 
-def manage(args: list[str], env: dict[str, str], timeout: float = 300) -> None:
-    done = subprocess.run(
-        [PYTHON, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+@contextmanager
+def scratch(prefix: str, *, keep: bool) -> Iterator[Path]:
+    """A temporary directory for one run, removed at the end unless `keep`; this
+    process's Django connections (if any) are closed first."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield directory
+    finally:
+        django_connections_close()
+        if keep:
+            print(f"scratch directory kept: {directory}", file=sys.stderr)
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
-# --- servers -------------------------------------------------------------------------
+def django_connections_close() -> None:
+    """Before a scratch database is dropped under this process's feet."""
+    if "django.db" in sys.modules:
+        from django.db import connections
 
-
-def gunicorn_start(
-    env: dict[str, str], log: IO[bytes], control_socket: Path, extra: list[str] | None = None
-) -> subprocess.Popen[bytes]:
-    """The product's gunicorn command. Its control socket (gunicorn 25.1+) is moved into
-    the scratch directory: by default every gunicorn of this user shares
-    ~/.gunicorn/gunicorn.ctl, and one that stops removes it under the others."""
-    command = [PYTHON, "-m", "gunicorn", "-c", "python:multichannel.gunicorn"]
-    command += ["--control-socket", str(control_socket), *(extra or []), "multichannel.wsgi"]
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def runserver_start(env: dict[str, str], port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
-    command = [PYTHON, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_healthy(
-    url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 90
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-3000:]
-            raise SystemExit(f"{url}: the server exited ({process.returncode}):\n{tail}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} was not healthy after {timeout:.0f} s")
-
-
-def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=timeout)
+        connections.close_all()
 
 
 # --- CPU times from /proc --------------------------------------------------------------
@@ -238,20 +149,25 @@ def proc_stats() -> dict[int, ProcStat]:
     return stats
 
 
+def family(root: int, stats: dict[int, ProcStat]) -> list[int]:
+    """A process and all its living descendants."""
+    children: dict[int, list[int]] = {}
+    for stat in stats.values():
+        children.setdefault(stat.ppid, []).append(stat.pid)
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
 def tree_cpu(root: int, stats: dict[int, ProcStat]) -> float | None:
     """CPU seconds of a process and all its descendants, living or reaped (an exited
     gunicorn worker's time is in the master's `reaped`)."""
     if root not in stats:
         return None
-    children: dict[int, list[int]] = {}
-    for stat in stats.values():
-        children.setdefault(stat.ppid, []).append(stat.pid)
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += stats[pid].own + stats[pid].reaped
-        todo.extend(children.get(pid, []))
-    return total
+    return sum(stats[pid].own + stats[pid].reaped for pid in family(root, stats))
 
 
 def find_root(stats: dict[int, ProcStat], comm: str) -> int | None:
@@ -314,17 +230,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def postgres_version() -> str:
-    if not reachable("127.0.0.1", 5432) and "127.0.0.1:5432" in POSTGRES:
+def postgres_version(server: str = POSTGRES) -> str:
+    if not reachable("127.0.0.1", 5432) and "127.0.0.1:5432" in server:
         return "not reachable"
     try:
-        import psycopg
-
-        with psycopg.connect(f"{POSTGRES}/postgres", connect_timeout=3) as conn:
-            row = conn.execute("SHOW server_version").fetchone()
-        return str(row[0]).split()[0] if row else "?"
+        rows = query(f"{server}/postgres", "SHOW server_version")
     except Exception as exc:  # reported, not fatal: only the SQLite run may be wanted
         return f"unavailable ({type(exc).__name__})"
+    return str(rows[0][0]).split()[0] if rows else "?"
 
 
 def machine_facts() -> str:
@@ -344,35 +257,3 @@ def percentile(values: Iterable[float], q: float) -> float:
         raise ValueError("no values")
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[rank - 1]
-
-
-def verify_audit(env: dict[str, str], events: int | None = None) -> tuple[bool, str]:
-    """Run `manage.py verify_audit`: whether the chain holds (with exactly `events`
-    events, when given), and its report line or the problem."""
-    result = subprocess.run(
-        [PYTHON, "manage.py", "verify_audit"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    expected = "OK: " if events is None else f"OK: {events} events"
-    if result.returncode or not result.stdout.startswith(expected):
-        return (
-            False,
-            f"verify_audit: {result.returncode} {result.stdout[:200]} {result.stderr[-500:]}",
-        )
-    return True, result.stdout.strip()
-
-
-def scratch_remove(*, db: str, database_url: str | None, scratch: Path, keep: bool) -> None:
-    """What every benchmark leaves behind: connections, the scratch PostgreSQL database
-    and Redis db, the scratch directory (unless kept)."""
-    if "django" in sys.modules:
-        from django.db import connections
-
-        connections.close_all()
-    if db == "postgres" and database_url:
-        postgres_drop(database_url)
-        redis_flush(REDIS)
-    if keep:
-        print(f"scratch directory kept: {scratch}", file=sys.stderr)
-    else:
-        shutil.rmtree(scratch, ignore_errors=True)

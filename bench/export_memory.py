@@ -1,41 +1,12 @@
-"""Wall time and peak memory of `manage.py export_audit --output` as the audit table grows,
-and its speed against the database's own fastest JSON dump of the same table.
+"""Wall time and peak memory of `manage.py export_audit --output` as the audit table grows
+(10k, 100k, 1M events, up to --events), against the database's own fastest JSON dump of
+the same rows (the sqlite3 shell, or psql COPY); the two files must hold the same bytes.
+DATABASE_URL must name a scratch database: rows are inserted with raw SQL and never removed.
 
     DEBUG=true DATABASE_URL=sqlite:////tmp/bench.sqlite3 \\
         .venv/bin/python bench/export_memory.py --events 1000000
 
-Migrates the database named by DATABASE_URL, grows its audit table to each size in turn
-(10k, 100k, 1M, up to --events) and, at each size, exports every event with one
-`export_audit --output` subprocess, reporting its wall time and peak RSS. A flat RSS
-column is the point: the export streams rows instead of loading them.
-
-At each size the same table is also dumped as JSON lines by the database itself, the
-fastest way it offers, into a file: on SQLite a `json_object(...)` query through the
-`sqlite3` command-line shell (`apt-get install sqlite3` if it is missing); on
-PostgreSQL `COPY (SELECT row_to_json(t) FROM (...) t) TO STDOUT` through `psql`
-(`apt-get install postgresql-client`; without psql, psycopg's `cursor.copy` in a bare
-Python process). The dump selects the seed guide's eight keys in the same order, the
-timestamp formatted the same way (milliseconds, `Z`) and `full_response` embedded as
-JSON, ordered by sequence, so it does the export's work without the export's Python.
-CSV mode with control characters as quote and delimiter keeps COPY from escaping
-backslashes. Both are timed the same way: the wall time of one subprocess, started by
-the same helper. "export / dump" is the ratio of the two wall times; "same bytes" says
-whether the dump's file is byte-for-byte the export's (with these rows it is, on both
-databases; on other rows SQLite's could differ: its `json()` re-serialises
-`full_response`, and its `strftime('%f')` rounds sub-millisecond parts where the export
-cuts them off; these timestamps are whole milliseconds). Both walls include process
-start-up; the 0-events row shows it (Django's is about a second).
-
-The database must be a scratch one with no audit events in it: the rows are inserted
-with raw SQL (the ORM refuses bulk writes to the ledger on purpose) and never removed.
-
-Peak RSS is `resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`, read by a small helper
-process that runs only the export. Two traps make the obvious ways wrong: RUSAGE_CHILDREN
-is the largest over every child reaped so far (one early export would hide the later
-ones), and a child's ru_maxrss also counts the parent's memory at fork time, which
-survives exec (this script's own RSS, swollen by the inserts, showed up as the
-export's). The helper is fresh for each export and imports nothing but the standard
-library, so its RUSAGE_CHILDREN figure is the export's own (and the dump's).
+Results and method (and why peak RSS is read the way it is): docs/benchmarks.md.
 """
 
 import argparse
@@ -65,7 +36,7 @@ from django.db import connection, transaction  # noqa: E402
 
 from audit.jsonl import SEED_KEYS  # noqa: E402
 from audit.models import AuditEvent  # noqa: E402
-from tests.audit_rows import chain_placeholders, insert_audit_rows  # noqa: E402
+from tests.support.audit_rows import chain_placeholders, insert_audit_rows  # noqa: E402
 
 SIZES = (10_000, 100_000, 1_000_000)
 BATCH = 10_000

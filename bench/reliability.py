@@ -1,23 +1,11 @@
 """Run the fault-injection suite (tests/test_faults.py, `pytest -m fault`) and print
-each scenario's counts as the table in docs/reliability.md.
+each scenario's counts as the table in docs/reliability.md; the suite itself asserts
+that nothing was lost or duplicated. With --runs N, every run's rows (a scenario that
+failed in a run has no row, and the script exits non-zero).
 
     .venv/bin/python bench/reliability.py [--runs N]
 
-Each scenario starts the production profile (gunicorn + one queue consumer, DEBUG off)
-and a sandbox server for MKA1 and the Graph API as separate processes, breaks something
-(see the "injected" column), plays Meta (signed webhooks, redelivered until answered with
-200) and waits for every reply. The suite itself asserts that nothing was lost or
-duplicated; this script only collects what each run counted. With --runs N the suite
-runs N times and every run's row is printed (a scenario that failed in a run has no row
-for it, and the script exits non-zero).
-
-Columns: sent = distinct messages; webhooks = HTTP deliveries including Meta's
-redeliveries and deliberate duplicates; acked = messages acknowledged with 200;
-stored / answered (delivered) / replied (distinct replies at the Graph stand-in) /
-audited (`responses.create` events); dup = duplicates stored + answered + replied;
-MKA1 responses = responses the MKA1 stand-in created (more than `sent` means calls whose
-answer was lost with a killed process or a timed-out read: orphans at MKA1, never seen by
-the user); s = wall seconds of the scenario.
+Results, scenarios and columns: docs/reliability.md.
 """
 
 import argparse

@@ -1,78 +1,13 @@
-"""Webhook ingest of the production server: signed WhatsApp webhooks at rising rates.
+"""Webhook ingest of the production server: signed WhatsApp webhooks (one text for every
+three statuses) sent by wrk at rising rates, then unthrottled, against a bare Django view
+served by the same gunicorn. Per stage: requests/s achieved, latency percentiles, CPU of
+gunicorn, wrk, PostgreSQL and Redis; every stage must lose and duplicate nothing.
 
     .venv/bin/python bench/webhook_ingest.py --db sqlite
     .venv/bin/python bench/webhook_ingest.py --db postgres \\
         --rates 50 100 200 400 800 --seconds 30 --unthrottled 30000
 
-What runs. gunicorn with the product's own configuration (`-c python:multichannel.gunicorn
-multichannel.wsgi`; workers and threads are its defaults unless --workers/--threads) in
-the production profile: DEBUG=false, SANDBOX=false, SECURE_SSL_REDIRECT=false,
-ALLOWED_HOSTS=127.0.0.1, obviously fake secrets, JSON logs and the access log into a
-file in the scratch directory. `--db sqlite` puts the database and the Huey queue in two
-SQLite files there; `--db postgres` uses a new scratch PostgreSQL database (dropped at
-the end) and Redis db 13 (flushed before and after; override with BENCH_POSTGRES_URL,
-BENCH_REDIS_URL). No queue consumer runs: the tasks the webhook enqueues pile up, only
-ingest is measured. gunicorn runs with DJANGO_SETTINGS_MODULE=bench.bare_settings
-(the product's settings and URLs plus `POST /bench/bare`, which reads the body and
-answers 200 "ok"), so the webhook and a bare Django view are served by the same
-processes, middleware and configuration for the whole run.
-
-The load. wrk, a separate process on loopback, runs bench/webhook_ingest.lua once per
-stage. Every request body is generated here beforehand, with a unique WhatsApp message
-id and its X-Hub-Signature-256, into one file per wrk thread; the Lua script sends each
-exactly once, at the stage's target rate (evenly spaced send slots per thread; the
-final stage is unthrottled: wrk's connections send as fast as they are answered), and
-stops a thread when everything it had was answered. The mix follows the sizing rule
-"3 x outgoing + incoming": per reply we send, Meta posts three statuses (sent,
-delivered, read), so every stage sends one text-message webhook for every three status
-webhooks. The statuses name OutboundMessage rows created before the run (one per text
-in the stage, each with its own UserMessage), so they really update rows; each row's
-three statuses are spread about 200 requests apart, in order. Texts come from
---users senders known beforehand (their WhatsApp identity exists, as for most
-traffic). A first stage sends --unthrottled requests to the bare view (same bodies and
-headers, never stored): its requests/s is the ceiling each stage is compared with
-("% of bare"); it also warms the workers up.
-
-Checks after each stage (the script exits non-zero if one fails):
-
-- lost: texts answered 200 whose message is not stored (InboundMessage by wamid);
-  must be 0. "stored / acked" shows both counts (stored may exceed acked when an
-  answer did not arrive or was not 200 although the message was committed);
-- duplicated: a message id stored twice (UserMessage rows per WhatsApp id, beyond one;
-  also every InboundMessage must have its UserMessage); must be 0;
-- statuses: every OutboundMessage of the stage must be at least as far as the most
-  advanced status webhook answered 200 for it (all "read" when every status got 200);
-- tasks enqueued: the queue grew by one task per stored text (reported, not fatal: the
-  product's periodic recovery re-queues from the database).
-
-Columns. "target" is the stage's rate in requests/s (max = unthrottled); "achieved" is
-the requests answered over the stage's span (first request sent to last answer, across
-wrk's threads); p50/p99 are percentiles of each request's latency, from the moment the
-Lua script hands it to wrk to its complete answer (raw: wrk's own histogram, which it
-corrects for coordinated omission, is only in the JSON wrk leaves in the scratch
-directory); "> 200 ms" counts answers slower than 200 ms, the issue's goal; "non-200"
-counts non-200 answers plus requests that got no answer (socket errors; wrk's
---timeout count is in the second table); "gunicorn CPU" is the user+system time of the
-gunicorn master and all its workers (reaped ones included, from /proc) over the stage,
-as a share of one core, and "ms CPU/req" the same per answered request; "restarts"
-counts workers booted during the stage (the config recycles a worker after about
-max_requests requests; each boot loads Django again: --max-requests 0 shows the
-difference). The second table gives, per stage, its wall time (wrk started to wrk
-exited: the window of every CPU share), the CPU of wrk (its rusage), of
-PostgreSQL (the postmaster and all its backends: on a shared machine other databases'
-work counts too) and Redis, and how busy the whole machine was: together they say
-whether the server's workers, the load generator or the database is the limit. Two
-summary lines compare the unthrottled stage with the issue's goal (~2,000 webhook
-requests/s answered under 200 ms at the 1,000 mps tier) and estimate the rate the
-machine's cores could give gunicorn alone, from its CPU per request.
-
-wrk's connections (--connections, over --wrk-threads threads) are opened once per stage
-and kept alive; at the lowest rate each one must send more often than gunicorn's
-keep-alive timeout (5 s), which the script checks.
-
-Everything lives in a temporary directory, removed at the end (--keep keeps it, with
-the gunicorn and wrk logs). Short stages are noisy: --seconds 30 and --unthrottled
-30000 on a quiet machine for numbers worth writing down.
+Results and method: docs/benchmarks.md.
 """
 
 import argparse
@@ -83,20 +18,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import benchkit  # bench/ is first on sys.path; benchkit puts the project root next
 
-import benchkit  # noqa: E402
+from tests.support.stack import APP_SECRET, ROOT
+from tests.support.webhooks import WEBHOOK, webhook_post
 
 LUA = ROOT / "bench" / "webhook_ingest.lua"
-WEBHOOK = "/whatsapp/webhook"
 BARE = "/bench/bare"
 STATUSES = ("sent", "delivered", "read")
 RANK = {"accepted": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
@@ -192,7 +126,7 @@ def stage_write(stage: Stage, users: int, threads: int, prefix: Path) -> None:
     lines: list[str] = []
 
     def add(request_id: str, path: str, body: bytes) -> None:
-        signature = wa.sign(body, benchkit.APP_SECRET)
+        signature = wa.sign(body, APP_SECRET)
         lines.append(f"{request_id}\t{path}\t{signature}\t{body.decode()}")
 
     if stage.bare:
@@ -300,12 +234,7 @@ def queries_per_webhook() -> tuple[int, int]:
         status_body(wa, "wamid.BENCHPREO", "delivered", phone(0), int(time.time())),
     ):
         with CaptureQueriesContext(connection) as captured:
-            answer = client.post(
-                WEBHOOK,
-                data=body,
-                content_type="application/json",
-                headers={"X-Hub-Signature-256": wa.sign(body, benchkit.APP_SECRET)},
-            )
+            answer = webhook_post(body, client=client)
         if answer.status_code != 200:
             raise SystemExit(f"in-process webhook answered {answer.status_code}")
         counts.append(len(captured.captured_queries))
@@ -606,36 +535,28 @@ def main() -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
 
-    scratch = Path(tempfile.mkdtemp(prefix="webhook-bench-"))
-    database_url = redis_url = ""
-    gunicorn = None
-    try:
+    with benchkit.scratch("webhook-bench-", keep=args.keep) as scratch, ExitStack() as cleanup:
         print(benchkit.machine_facts(), flush=True)
-        if args.db == "postgres":
-            database_url = benchkit.postgres_create("mc_bench_ingest")
-            redis_url = benchkit.REDIS
-            benchkit.redis_flush(redis_url)
-        else:
-            database_url = f"sqlite:///{scratch / 'db.sqlite3'}"
-        port = benchkit.free_port()
-        env = benchkit.production_env(
-            database_url=database_url,
-            redis_url=redis_url,
-            queue_path=scratch / "queue.sqlite3",
-            bind=f"127.0.0.1:{port}",
-            # The webhook never calls MKA1 or the Graph API (no consumer runs).
-            mka1_base_url="http://127.0.0.1:9/unused",
-            graph_url="http://127.0.0.1:9/unused",
-            workers=args.workers,
-            threads=args.threads,
-            settings_module="bench.bare_settings",
+        # Only the web server runs: no consumer, and nothing calls MKA1 or the Graph API.
+        stack = benchkit.stack_on(
+            args.db,
+            scratch,
+            cleanup,
+            prefix="mc_bench_ingest",
+            app_env={
+                "DJANGO_SETTINGS_MODULE": "bench.bare_settings",
+                "LOG_LEVEL": "INFO",
+                **benchkit.gunicorn_size(args.workers, args.threads),
+            },
         )
-        workers, threads = benchkit.gunicorn_defaults(env)
-        os.environ.update(env)
+        if args.max_requests is not None:
+            stack.commands["web"][-1:-1] = ["--max-requests", str(args.max_requests)]
+        workers, threads = benchkit.gunicorn_defaults(stack.app_env)
+        os.environ.update(stack.app_env)
         import django
 
         django.setup()
-        benchkit.manage(["migrate", "--no-input", "-v", "0"], env)
+        stack.manage("migrate", "--no-input", "-v", "0")
 
         stages = [Stage(0, 0, args.unthrottled, bare=True)]
         for rate in args.rates:
@@ -648,7 +569,7 @@ def main() -> int:
         text_queries, status_queries = queries_per_webhook()
         prepared = time.monotonic() - started
 
-        queue = "Redis db 13 queue" if redis_url else "SQLite queue"
+        queue = "Redis db 13 queue" if args.db == "postgres" else "SQLite queue"
         store = "PostgreSQL (scratch database)" if args.db == "postgres" else "SQLite"
         recycle = (
             "config's max_requests"
@@ -668,30 +589,26 @@ def main() -> int:
         )
         print(flush=True)
 
-        log_path = scratch / "gunicorn.log"
-        with log_path.open("wb") as log:
-            extra = [] if args.max_requests is None else ["--max-requests", str(args.max_requests)]
-            gunicorn = benchkit.gunicorn_start(env, log, scratch / "gunicorn.ctl", extra)
-            url = f"http://127.0.0.1:{port}"
-            benchkit.wait_healthy(f"{url}/healthz", gunicorn, log_path)
-            stats = benchkit.proc_stats()
-            roots = {
-                "gunicorn": gunicorn.pid,
-                "postgres": benchkit.find_root(stats, "postgres"),
-                "redis": benchkit.find_root(stats, "redis-server"),
-            }
-            offset = log_path.stat().st_size
-            results: list[Result] = []
-            for stage in stages:
-                result, offset = run_stage(stage, args, url, scratch, roots, log_path, offset)
-                results.append(result)
-                print(
-                    f"  stage {stage.label}: {result.achieved:.0f} req/s, p99 "
-                    f"{result.p99_ms:.1f} ms, {len(result.problems)} problems",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            benchkit.stop(gunicorn)
+        stack.start("web")
+        log_path = stack.log_path("web")
+        stats = benchkit.proc_stats()
+        roots = {
+            "gunicorn": stack.processes["web"].pid,
+            "postgres": benchkit.find_root(stats, "postgres"),
+            "redis": benchkit.find_root(stats, "redis-server"),
+        }
+        offset = log_path.stat().st_size
+        results: list[Result] = []
+        for stage in stages:
+            result, offset = run_stage(stage, args, stack.app_url, scratch, roots, log_path, offset)
+            results.append(result)
+            print(
+                f"  stage {stage.label}: {result.achieved:.0f} req/s, p99 "
+                f"{result.p99_ms:.1f} ms, {len(result.problems)} problems",
+                file=sys.stderr,
+                flush=True,
+            )
+        stack.stop()
         bare, measured = results[0], results[1:]
         print_tables(measured, bare)
         print()
@@ -709,12 +626,6 @@ def main() -> int:
         print("every stage: no text answered 200 was lost, no message stored twice, every")
         print("status answered 200 applied")
         return 0
-    finally:
-        if gunicorn is not None:
-            benchkit.stop(gunicorn)
-        benchkit.scratch_remove(
-            db=args.db, database_url=database_url, scratch=scratch, keep=args.keep
-        )
 
 
 if __name__ == "__main__":

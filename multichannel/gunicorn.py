@@ -43,8 +43,8 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "75"))
 graceful_timeout = 30
 keepalive = 5
-# Recycle workers now and then, jitter so not all at once. Each restart reloads Django
-# (~0.85 s of CPU, measured): rare enough here to cost under 0.1 ms a request.
+# Recycle workers now and then, jitter so not all at once. Each restart reloads Django,
+# so rarely enough that its cost per request is negligible (docs/benchmarks.md).
 max_requests = 10000
 max_requests_jitter = 1000
 # No run-time control socket: it defaults to one path per OS user, which every gunicorn

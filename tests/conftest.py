@@ -2,24 +2,23 @@
 sandbox; nothing here talks to the internet."""
 
 import json
-import os
-import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
-from django.conf import settings
+import responses
 from django.test import Client
 
 from multichannel import mka1
 from multichannel.models import EndUser
 from multichannel.sandbox import whatsapp as wa
-from multichannel.sandbox.models import SandboxGraphMessage
 from multichannel.services import end_user_create
+from tests.support import mka1 as fake_mka1
+from tests.support.ci import in_ci
+from tests.support.outgoing import Calls
+from tests.support.webhooks import PostWebhook, Signature, webhook_post, whatsapp_say
 from whatsapp.graph import graph_client
-
-PostWebhook = Callable[..., Any]
-Calls = list[tuple[str, str, dict[str, Any]]]
 
 
 @pytest.fixture(autouse=True)
@@ -91,12 +90,8 @@ def post_webhook(client: Client) -> PostWebhook:
 
     def post(payload: Any = None, *, signature: str | None = None, raw: bytes | None = None) -> Any:
         body = raw if raw is not None else wa.encode(payload)
-        if signature is None:
-            signature = wa.sign(body, settings.WHATSAPP_APP_SECRET)
-        headers = {"X-Hub-Signature-256": signature} if signature else {}
-        return client.post(
-            "/whatsapp/webhook", data=body, content_type="application/json", headers=headers
-        )
+        sent = Signature.APP_SECRET if signature is None else signature or None
+        return webhook_post(body, client=client, signature=sent)
 
     return post
 
@@ -115,31 +110,11 @@ def mka1_calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
     return calls
 
 
-def response_creates(calls: Calls) -> list[dict[str, Any]]:
-    return [body for method, path, body in calls if (method, path) == ("POST", "/responses")]
-
-
-def sent_texts(recipient: str | None = None) -> list[str]:
-    """Reply texts the Graph API stand-in received, oldest first."""
-    sent = SandboxGraphMessage.objects.filter(kind="text")
-    if recipient is not None:
-        sent = sent.filter(recipient=recipient)
-    return [message.body["text"]["body"] for message in sent]
-
-
 @pytest.fixture
-def whatsapp_says(post_webhook: PostWebhook, django_capture_on_commit_callbacks: Any) -> Any:
+def whatsapp_says(client: Client, django_capture_on_commit_callbacks: Any) -> Any:
     """A user sends a WhatsApp text; the queued work runs (Huey immediate mode).
     Returns the stored UserMessage."""
-    from multichannel.models import UserMessage
-
-    def say(text: str, *, wa_id: str = "15551234567", run: bool = True) -> UserMessage:
-        event = wa.message_event(wa_id=wa_id, text=text)
-        with django_capture_on_commit_callbacks(execute=run):
-            assert post_webhook(wa.webhook_payload([event])).status_code == 200
-        return UserMessage.objects.get(external_id=event["message"]["id"])
-
-    return say
+    return partial(whatsapp_say, client=client, on_commit=django_capture_on_commit_callbacks)
 
 
 @pytest.fixture
@@ -156,50 +131,34 @@ def web_client(db: None) -> Callable[[EndUser], Client]:
     return signed_in
 
 
-def at_once(*calls: Callable[[], Any]) -> list[Any]:
-    """Run each call in a thread of its own (so a database connection of its own), all
-    released together; what each returned, or the exception it raised, in call order."""
-    from django.db import connection
-
-    results: list[Any] = [None] * len(calls)
-    barrier = threading.Barrier(len(calls))
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = calls[index]()
-        except BaseException as exc:  # reported to the test
-            results[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
+@pytest.fixture
+def mocked() -> Iterator[responses.RequestsMock]:
+    """HTTP faked with `responses`: every registered answer must be asked for."""
+    with responses.RequestsMock() as rsps:
+        yield rsps
 
 
-def webhook_deliver(body: bytes) -> int:
-    """POST a body signed with the app secret from a new client; the status code."""
-    answer = Client().post(
-        "/whatsapp/webhook",
-        data=body,
-        content_type="application/json",
-        headers={"X-Hub-Signature-256": wa.sign(body, settings.WHATSAPP_APP_SECRET)},
-    )
-    return int(answer.status_code)
+@pytest.fixture
+def delays() -> list[float]:
+    """The back-off delays a client made with `make_client` would have slept."""
+    return []
 
 
-def need(available: bool, reason: str) -> None:
-    """Skip a test whose service or tool is missing, except in CI (CI=true), where
-    everything must run: a skipped test there is a failure."""
-    if available:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"required in CI: {reason}")
-    pytest.skip(reason)
+@pytest.fixture
+def make_client(delays: list[float]) -> fake_mka1.MakeClient:
+    """An MKA1 client for the fake server at fake_mka1.BASE, sleeping into `delays`."""
+
+    def make(**overrides: Any) -> mka1.Mka1Client:
+        options: dict[str, Any] = {
+            "api_key": fake_mka1.KEY,
+            "base_url": fake_mka1.BASE,
+            "model": fake_mka1.MODEL,
+            "sleep": delays.append,
+            **overrides,
+        }
+        return mka1.Mka1Client(**options)
+
+    return make
 
 
 # In CI nothing may skip: a skipped test is not a passing test.
@@ -212,7 +171,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if _skipped and os.environ.get("CI", "").lower() == "true":
+    if _skipped and in_ci():
         print(f"\nCI=true: {len(_skipped)} test(s) skipped, which fails the run:")
         for nodeid in _skipped:
             print(f"  {nodeid}")

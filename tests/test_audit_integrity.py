@@ -1,7 +1,7 @@
 """Append-only at every layer, a hash chain that verifies, and tampering that is caught."""
 
 import json
-import threading
+from functools import partial
 from io import StringIO
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from audit.models import AuditChainHead, AuditEvent
 from audit.services import audit_event_record
 from audit.triggers import triggers_install, triggers_uninstall
 from audit.verification import verify_database
+from tests.support.threads import at_once
 
 pytestmark = pytest.mark.django_db
 
@@ -140,30 +141,16 @@ def test_a_rolled_back_event_leaves_no_gap() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_keep_one_linear_chain() -> None:
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
-
     def write(worker: int) -> None:
-        try:
-            barrier.wait()
-            for i in range(15):
-                audit_event_record(
-                    channel="whatsapp",
-                    action="responses.create",
-                    end_user_id=f"user_{worker}",
-                    response_id=f"resp_{worker}x{i}",
-                )
-        except BaseException as exc:  # reported to the test
-            errors.append(exc)
-        finally:
-            connection.close()
+        for i in range(15):
+            audit_event_record(
+                channel="whatsapp",
+                action="responses.create",
+                end_user_id=f"user_{worker}",
+                response_id=f"resp_{worker}x{i}",
+            )
 
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert errors == []
+    assert at_once(*[partial(write, w) for w in range(4)]) == [None] * 4
     assert list(AuditEvent.objects.values_list("sequence", flat=True)) == list(range(1, 61))
     assert verify().startswith("OK: 60 events")
 

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from multichannel.models import EndUser, UserMessage
 from multichannel.sandbox import whatsapp as wa
+from tests.support.webhooks import webhook_post
 from whatsapp.models import WebhookDelivery
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +43,6 @@ PROPERTY = settings(
 # Every app whose rows a request could write. The sandbox stands in for MKA1 and the
 # Graph API, so a call that reached either would show there too.
 APPS = ("whatsapp", "multichannel", "audit", "sandbox")
-WEBHOOK = "/whatsapp/webhook"
 
 Counts = dict[str, int]
 
@@ -78,8 +78,7 @@ def secret() -> str:
 
 
 def post(client: Client, body: bytes, signature: str | None) -> Any:
-    headers = {} if signature is None else {"X-Hub-Signature-256": signature}
-    return client.post(WEBHOOK, data=body, content_type="application/json", headers=headers)
+    return webhook_post(body, client=client, signature=signature)
 
 
 # --- strategies -----------------------------------------------------------------------------

@@ -9,12 +9,12 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-import requests
 from django.core.management import call_command
 
 from multichannel.sandbox import whatsapp as wa
 from multichannel.sandbox.models import SandboxGraphMessage
-from tests.conftest import need
+from tests.support.ci import need
+from tests.support.webhooks import webhook_send
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -34,12 +34,7 @@ PHONE = "15551230000"
 
 def whatsapp_send(base_url: str, text: str) -> None:
     body = wa.encode(wa.webhook_payload([wa.message_event(wa_id=PHONE, text=text)]))
-    answer = requests.post(
-        f"{base_url}/whatsapp/webhook",
-        data=body,
-        headers=wa.webhook_headers(body, "sandbox-not-secret"),
-        timeout=30,
-    )
+    answer = webhook_send(base_url, body, secret="sandbox-not-secret", timeout=30)
     assert answer.status_code == 200, answer.text
 
 

@@ -3,7 +3,6 @@
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from multichannel.sandbox.faults import fault_inject
+from tests.support.stack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,9 +60,7 @@ def test_the_demo_refuses_to_run_without_the_sandbox(settings) -> None:
 
 
 def test_serve_runs_web_and_worker_and_stops_both_on_ctrl_c(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         **{k: v for k, v in os.environ.items() if k != "SITE_URL"},

@@ -30,7 +30,7 @@ from audit.management.commands import export_audit
 from audit.models import AuditEvent
 from audit.services import audit_event_record
 from multichannel.mka1 import Mka1Object
-from tests.audit_rows import chain_placeholders, insert_audit_rows
+from tests.support.audit_rows import chain_placeholders, insert_audit_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -586,11 +586,10 @@ def peak_python_memory(action: Any) -> int:
 
 
 # Python-side peak (tracemalloc; SQLite's own page cache is not Python memory) for
-# exporting these 100k events of ~420 bytes each, measured on SQLite: 3.8 MiB, since
-# rows are fetched and written 2,000 at a time. Loading the same 100k rows at once
-# peaks at 108 MiB as value tuples (`list(values_list(...))`) and 189 MiB as model
-# instances (`list(AuditEvent.objects.all())`). 16 MiB leaves room for noise and other
-# backends, yet fails long before an export holds even a seventh of the rows at once.
+# exporting 100k events: rows are fetched and written a chunk at a time, so the peak
+# is a small fraction of what loading every row at once takes (both measured in
+# docs/benchmarks.md). The bound leaves room for noise and other backends, yet fails
+# long before an export holds a large share of the rows at once.
 PEAK_BOUND = 16 * 1024 * 1024
 
 

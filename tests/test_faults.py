@@ -16,16 +16,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from multichannel.sandbox import whatsapp as wa
-from tests.conftest import need
-from tests.processes import APP_SECRET, Stack, free_port, postgres_database, query, reachable
+from tests.support.ci import need
+from tests.support.invariants import Outcome, exactly_once_in_order
+from tests.support.stack import APP_SECRET, Stack, free_port, postgres_database, query, reachable
+from tests.support.webhooks import Message, conversation, webhook_body, webhook_send
 
 pytestmark = pytest.mark.fault
 
@@ -43,42 +44,10 @@ FAST_RECOVERY = {
 }
 
 
-@dataclass(frozen=True)
-class Message:
-    wa_id: str
-    text: str
-    wamid: str
-    timestamp: int
-
-    def event(self) -> dict[str, Any]:
-        return wa.message_event(
-            wa_id=self.wa_id, text=self.text, message_id=self.wamid, timestamp=self.timestamp
-        )
-
-
-def conversation(name: str, *, users: int, per_user: int) -> list[Message]:
-    """`per_user` messages from each of `users` senders, a second apart per sender, in
-    the order Meta would send them (everyone's first, then everyone's second, ...)."""
-    start = int(time.time()) - per_user
-    return [
-        Message(
-            wa_id=f"1555{user:07d}",
-            text=f"{name} u{user} m{n}",
-            wamid=f"wamid.{name}.{user}.{n}",
-            timestamp=start + n,
-        )
-        for n in range(per_user)
-        for user in range(users)
-    ]
-
-
-def webhook_body(messages: list[Message]) -> bytes:
-    return wa.encode(wa.webhook_payload([message.event() for message in messages]))
-
-
 @dataclass
 class Sender:
-    """Plays Meta: posts signed webhooks and redelivers each until it gets a 200."""
+    """Plays Meta: posts signed webhooks to the server at `url` and redelivers each
+    until it gets a 200."""
 
     url: str
     threads: int = 8
@@ -89,12 +58,11 @@ class Sender:
 
     def post(self, batch: list[Message], deadline: float) -> None:
         body = webhook_body(batch)
-        headers = wa.webhook_headers(body, APP_SECRET)
         with requests.Session() as session:
             while time.monotonic() < deadline:
                 try:
-                    status = session.post(self.url, data=body, headers=headers, timeout=10)
-                    ok = status.status_code == 200
+                    answer = webhook_send(self.url, body, secret=APP_SECRET, session=session)
+                    ok = answer.status_code == 200
                 except requests.RequestException:
                     ok = False
                 with self._lock:
@@ -156,114 +124,39 @@ def wait_until_delivered(stack: Stack, count: int, timeout: float = 150) -> None
     )
 
 
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
 @dataclass
 class Tally:
+    """One scenario's outcome, as bench/reliability.py prints it."""
+
     scenario: str
     injected: str
-    sent: int
     deliveries: int
-    acknowledged: int
-    stored: int
-    answered: int
-    replied: int
-    audited: int
-    duplicates: dict[str, int]
-    mka1_responses: int
-    unrecorded_sends: int
     seconds: float
-    problems: list[str]
+    outcome: Outcome
 
     def row(self) -> dict[str, Any]:
-        return self.__dict__.copy()
+        fields = {key: value for key, value in asdict(self).items() if key != "outcome"}
+        return {**fields, **asdict(self.outcome)}
 
 
 def tally(
     stack: Stack, sender: Sender, messages: list[Message], *, scenario: str, injected: str,
     started: float, crash: bool = False,
 ) -> Tally:  # fmt: skip
-    """Count what happened to `messages`, and list every way it falls short. A reply may
-    be repeated only when `crash` is set and the Graph API accepted a send whose wamid
-    the killed process never stored (the one at-least-once window, README)."""
-    app, sandbox = stack.database_url, stack.sandbox_database_url
-    wamids = {message.wamid for message in messages}
-    stored = [row[0] for row in query(app, "SELECT wamid FROM whatsapp_inboundmessage")]
-    states = dict(query(app, "SELECT state, COUNT(*) FROM multichannel_usermessage GROUP BY state"))
-    creates = "SELECT context FROM audit_auditevent WHERE action = 'responses.create'"
-    audited = [_json(row[0]).get("whatsapp_message_id") for row in query(app, creates)]
-    failed = query(app, "SELECT COUNT(*) FROM audit_auditevent WHERE action LIKE '%failed'")
-    recorded = {row[0] for row in query(app, "SELECT wamid FROM whatsapp_outboundmessage")}
-    sends = query(
-        sandbox,
-        "SELECT recipient, body, wamid FROM sandbox_sandboxgraphmessage WHERE kind = 'text' "
-        "ORDER BY id",
-    )
-    replies = [(recipient, _json(body)["text"]["body"]) for recipient, body, _ in sends]
-    responses = query(sandbox, "SELECT COUNT(*) FROM sandbox_sandboxresponse")
-
-    problems = []
-    if missing := wamids - sender.acknowledged:
-        problems.append(f"{len(missing)} never acknowledged")
-    if lost := (sender.acknowledged & wamids) - set(stored):
-        problems.append(f"{len(lost)} acknowledged but not stored: {sorted(lost)[:5]}")
-    if unanswered := wamids - set(audited):
-        problems.append(f"{len(unanswered)} stored but not answered: {sorted(unanswered)[:5]}")
-    if set(states) - {"delivered"}:
-        problems.append(f"message states {states}")
-    if failed[0][0]:
-        problems.append(f"{failed[0][0]} MKA1 failures audited (a reply said sorry)")
-    expected: dict[str, list[str]] = {}
-    for message in sorted(messages, key=lambda m: (m.wa_id, m.timestamp)):
-        expected.setdefault(message.wa_id, []).append(f"You said: {message.text}")
-    got: dict[str, list[str]] = {}
-    for recipient, text in replies:
-        if not got.get(recipient) or got[recipient][-1] != text:  # a resend repeats the last
-            got.setdefault(recipient, []).append(text)
-    if got != expected:
-        wrong = [user for user in expected if got.get(user) != expected[user]]
-        problems.append(f"replies missing or out of order for {len(wrong)} users, e.g. {wrong[:2]}")
-    duplicates = {
-        "stored": len(stored) - len(set(stored)),
-        "answered": len(audited) - len(set(audited)),
-        "replied": len(replies) - len(set(replies)),
-    }
-    unrecorded = sum(1 for _, _, wamid in sends if wamid not in recorded)
-    if duplicates["stored"] or duplicates["answered"]:
-        problems.append(f"duplicates {duplicates}")
-    if duplicates["replied"] > (unrecorded if crash else 0):
-        problems.append(
-            f"{duplicates['replied']} duplicate replies, only {unrecorded} explained by a send "
-            "the Graph API accepted just before the consumer died"
-        )
-    return Tally(
-        scenario=scenario,
-        injected=injected,
-        sent=len(messages),
-        deliveries=sender.deliveries,
-        acknowledged=len(sender.acknowledged & wamids),
-        stored=len(set(stored) & wamids),
-        answered=states.get("delivered", 0),
-        replied=len(set(replies)),
-        audited=len(audited),
-        duplicates=duplicates,
-        mka1_responses=int(responses[0][0]),
-        unrecorded_sends=unrecorded,
-        seconds=round(time.monotonic() - started, 1),
-        problems=problems,
-    )
+    """Count what happened to `messages` and hold it to the invariants (`crash`: the one
+    at-least-once window of a killed consumer is allowed, see exactly_once_in_order)."""
+    outcome = exactly_once_in_order(stack, messages, sender.acknowledged, crash=crash)
+    seconds = round(time.monotonic() - started, 1)
+    return Tally(scenario, injected, sender.deliveries, seconds, outcome)
 
 
 def settle(stack: Stack, result: Tally) -> None:
-    """Record the counts, then hold the scenario to them and to the audit chain."""
+    """Record the counts, then hold the scenario to them (the audit chain included)."""
     path = os.environ.get("FAULT_REPORT")
     if path:
         with open(path, "a") as report:
             report.write(json.dumps(result.row()) + "\n")
-    assert result.problems == [], f"{result.problems}\n{stack.log_tail()}"
-    assert stack.manage("verify_audit").startswith("OK: ")
+    assert result.outcome.problems == [], f"{result.outcome.problems}\n{stack.log_tail()}"
 
 
 @pytest.fixture
@@ -288,7 +181,7 @@ def test_consumer_killed_mid_batch_loses_and_repeats_nothing(stack: Callable[...
     app = stack(sandbox_env={"SANDBOX_MKA1_LATENCY_MS": "150"})
     started = time.monotonic()
     messages = conversation("kill-consumer", users=24, per_user=5)
-    sender = Sender(f"{app.app_url}/whatsapp/webhook")
+    sender = Sender(app.app_url)
     sender.send(in_rounds(messages))
     wait_until_delivered(app, 30)
     app.kill("consumer")  # SIGKILL: MKA1 calls and sends in flight, leases left behind
@@ -309,7 +202,7 @@ def test_web_killed_while_webhooks_arrive_processes_every_acknowledged_message(
     app = stack()
     started = time.monotonic()
     messages = conversation("kill-web", users=20, per_user=6)
-    sender = Sender(f"{app.app_url}/whatsapp/webhook", threads=6)
+    sender = Sender(app.app_url, threads=6)
     sending = sender.send_in_background(in_rounds(messages), pace=0.02)
     while len(sender.acknowledged) < 30:
         time.sleep(0.05)
@@ -339,7 +232,7 @@ def test_mka1_errors_and_timeouts_for_a_while_delay_answers_but_lose_none(
     app.sandbox_fault("responses.create", "--status", "429", "--times", "10", "--retry-after", "1")
     app.sandbox_fault("responses.create", "--delay-ms", "3000", "--times", "5")
     messages = conversation("mka1-faults", users=10, per_user=6)
-    sender = Sender(f"{app.app_url}/whatsapp/webhook")
+    sender = Sender(app.app_url)
     sender.send(in_rounds(messages))
     wait_until_delivered(app, len(messages))
     result = tally(
@@ -349,7 +242,7 @@ def test_mka1_errors_and_timeouts_for_a_while_delay_answers_but_lose_none(
     )  # fmt: skip
     settle(app, result)
     # Each timed-out call may have left an orphan response at MKA1, never more.
-    assert len(messages) <= result.mka1_responses <= len(messages) + 5
+    assert len(messages) <= result.outcome.mka1_responses <= len(messages) + 5
 
 
 def test_graph_api_down_for_a_while_delivers_every_reply_once(
@@ -359,7 +252,7 @@ def test_graph_api_down_for_a_while_delivers_every_reply_once(
     started = time.monotonic()
     app.sandbox_fault("graph.messages", "--status", "503", "--times", "40")
     messages = conversation("graph-down", users=10, per_user=6)
-    sender = Sender(f"{app.app_url}/whatsapp/webhook")
+    sender = Sender(app.app_url)
     sender.send(in_rounds(messages))
     wait_until_delivered(app, len(messages))
     result = tally(
@@ -385,7 +278,7 @@ def test_duplicate_and_concurrent_deliveries_at_volume_are_answered_once(
         shuffle(batches)
         rounds.append(batches)
     webhooks = sum(len(batches) for batches in rounds)
-    sender = Sender(f"{app.app_url}/whatsapp/webhook", threads=12)
+    sender = Sender(app.app_url, threads=12)
     sender.send(rounds)
     wait_until_delivered(app, len(messages))
     result = tally(
@@ -402,7 +295,7 @@ def test_sqlite_locked_by_another_writer_loses_nothing(stack: Callable[..., Stac
     app = stack(app_env={"SQLITE_BUSY_TIMEOUT": "1"})
     started = time.monotonic()
     messages = conversation("sqlite-locked", users=10, per_user=6)
-    sender = Sender(f"{app.app_url}/whatsapp/webhook", threads=4)
+    sender = Sender(app.app_url, threads=4)
     sending = sender.send_in_background(in_rounds(messages), pace=0.05)
     path = app.database_url.removeprefix("sqlite:///")
     for _ in range(2):
@@ -471,7 +364,7 @@ def test_redis_restarted_under_load_on_postgres_loses_nothing(
         )
         started = time.monotonic()
         messages = conversation("redis-restart", users=20, per_user=5)
-        sender = Sender(f"{app.app_url}/whatsapp/webhook", threads=4)
+        sender = Sender(app.app_url, threads=4)
         sending = sender.send_in_background(in_rounds(messages), pace=0.03)
         while len(sender.acknowledged) < 30:
             time.sleep(0.05)

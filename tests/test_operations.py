@@ -8,8 +8,8 @@ from django.test import Client
 
 from multichannel.observability import JsonFormatter, RequestIdFilter, request_id
 from multichannel.sandbox import whatsapp as wa
-from tests.conftest import PostWebhook
-from tests.test_settings import run_manage
+from tests.support.stack import run_manage
+from tests.support.webhooks import PostWebhook
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,8 @@ from huey.contrib.djhuey import HUEY
 
 from multichannel.models import UserMessage
 from multichannel.sandbox import whatsapp as wa
-from tests.conftest import PostWebhook, sent_texts
+from tests.support.outgoing import sent_texts
+from tests.support.webhooks import PostWebhook
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,50 +1,12 @@
 """Configuration: production refuses to start without secrets; checks catch contradictions."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from django.core.checks import run_checks
 from django.test import override_settings
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in _APP_VARS}
-    clean.update({"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", **env})
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-_APP_VARS = {
-    "SITE_URL",
-    "CACHE_URL",
-    "CACHE_DIR",
-    "REDIS_URL",
-    "SECRET_KEY",
-    "DEBUG",
-    "MKA1_API_KEY",
-    "SANDBOX",
-    "MKA1_BASE_URL",
-    "MKA1_CHAIN_MODE",
-    "SECURE_SSL_REDIRECT",
-    "LOG_FORMAT",
-    "HUEY_IMMEDIATE",
-    "WHATSAPP_VERIFY_TOKEN",
-    "WHATSAPP_APP_SECRET",
-    "WHATSAPP_TOKEN",
-    "WHATSAPP_PHONE_NUMBER_ID",
-}
+from tests.support.stack import ROOT, run_manage
 
 
 def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from multichannel.sandbox import whatsapp as wa
-from tests.processes import APP_SECRET, ROOT, SECRET_KEY, Stack, query
+from tests.support.stack import APP_SECRET, ROOT, SECRET_KEY, Stack, query
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_sign_in_tokens_never_reach_any_log_line(web: Stack) -> None:
     assert requests.get(f"{link}/more", timeout=10).status_code == 404
     web.stop()
     web.start("web")  # flushes and reopens the log; the server keeps serving
-    log = web.log_path.read_text()
+    log = web.log_path("web").read_text()
     assert "Method Not Allowed (OPTIONS): /signin/[redacted]" in log
     assert "Forbidden (CSRF cookie not set.): /signin/[redacted]" in log
     assert token not in log

@@ -1,7 +1,5 @@
 """The web channel's API: the seed's retrieval endpoint, the thread, continuing on the web."""
 
-import threading
-
 import pytest
 import requests
 from django.core.cache import cache
@@ -11,7 +9,9 @@ from audit.models import AuditEvent
 from multichannel.models import EndUser, Turn, UserMessage
 from multichannel.sandbox.faults import fault_inject
 from multichannel.sandbox.transport import InProcessAdapter
-from tests.conftest import Calls, response_creates
+from tests.support.outgoing import Calls, response_creates
+from tests.support.threads import at_once
+from tests.support.webhooks import webhook_post
 
 pytestmark = pytest.mark.django_db
 
@@ -283,39 +283,16 @@ def test_web_and_whatsapp_at_the_same_moment_keep_one_linear_chain(
 
     identity = identity_resolve(wa_id="15559990000", bsuid=None)
     browser = web_client(identity.end_user)
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
+    event = wa.message_event(wa_id="15559990000", text="from the phone")
 
-    def from_whatsapp() -> None:
-        try:
-            barrier.wait()
-            event = wa.message_event(wa_id="15559990000", text="from the phone")
-            Client().post(
-                "/whatsapp/webhook",
-                data=wa.encode(wa.webhook_payload([event])),
-                content_type="application/json",
-                headers={
-                    "X-Hub-Signature-256": wa.sign(
-                        wa.encode(wa.webhook_payload([event])), "sandbox-not-secret"
-                    )
-                },
-            )
-        except BaseException as exc:  # reported to the test
-            errors.append(exc)
+    outcomes = at_once(
+        lambda: webhook_post(wa.encode(wa.webhook_payload([event]))),
+        lambda: browser.post(
+            "/api/messages", {"text": "from the web"}, content_type="application/json"
+        ),
+    )
 
-    def from_web() -> None:
-        try:
-            barrier.wait()
-            browser.post("/api/messages", {"text": "from the web"}, content_type="application/json")
-        except BaseException as exc:  # reported to the test
-            errors.append(exc)
-
-    threads = [threading.Thread(target=from_whatsapp), threading.Thread(target=from_web)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
+    assert [o for o in outcomes if isinstance(o, BaseException)] == []
     from multichannel.tasks import recover_unfinished
 
     recover_unfinished.call_local()

@@ -12,7 +12,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from multichannel.models import EndUser, UserMessage
 from multichannel.sandbox.models import SandboxGraphMessage
-from tests.conftest import Calls, sent_texts
+from tests.support.outgoing import Calls, sent_texts
 from web.models import SignInLink
 from whatsapp.models import OutboundMessage
 

@@ -13,7 +13,8 @@ import pytest
 
 from multichannel.models import Channel, EndUser, UserMessage
 from multichannel.sandbox import whatsapp as wa
-from tests.conftest import PostWebhook, at_once, webhook_deliver
+from tests.support.threads import at_once
+from tests.support.webhooks import PostWebhook, webhook_deliver
 from whatsapp.models import InboundMessage, OutboundMessage, WebhookDelivery, WhatsAppIdentity
 from whatsapp.services import identity_resolve
 

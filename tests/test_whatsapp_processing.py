@@ -18,14 +18,9 @@ from multichannel.sandbox.faults import fault_inject
 from multichannel.sandbox.models import SandboxGraphMessage
 from multichannel.sandbox.transport import InProcessAdapter
 from multichannel.tasks import process_end_user, recover_unfinished
-from tests.conftest import (
-    Calls,
-    PostWebhook,
-    at_once,
-    response_creates,
-    sent_texts,
-    webhook_deliver,
-)
+from tests.support.outgoing import Calls, response_creates, sent_texts
+from tests.support.threads import at_once
+from tests.support.webhooks import PostWebhook, webhook_deliver
 from whatsapp.models import InboundMessage, OutboundMessage
 
 pytestmark = pytest.mark.django_db
@@ -610,6 +605,7 @@ def test_a_huge_retry_after_never_parks_a_user_past_the_cap(receive, settings) -
     receive(wa.message_event(text="later"))
     message = the_message()
     assert message.state == UserMessage.State.QUEUED
+    assert message.next_attempt_at is not None
     wait = (message.next_attempt_at - timezone.now()).total_seconds()
     assert 0 < wait <= 600
 

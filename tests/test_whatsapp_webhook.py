@@ -5,7 +5,8 @@ from django.test import Client, override_settings
 
 from multichannel.models import EndUser, UserMessage
 from multichannel.sandbox import whatsapp as wa
-from tests.conftest import Calls, PostWebhook, response_creates, sent_texts
+from tests.support.outgoing import Calls, response_creates, sent_texts
+from tests.support.webhooks import PostWebhook
 from whatsapp.models import InboundMessage, OutboundMessage, WebhookDelivery, WhatsAppIdentity
 from whatsapp.services import identity_resolve
 

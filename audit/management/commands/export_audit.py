@@ -13,9 +13,8 @@ from audit.selectors import AuditFilter, audit_events_filter
 from audit.toolkit import StrictCommand, atomic_output, non_empty, utc_datetime
 
 CHUNK = 2000
-# Lines formatted with one map() and written with one call (a few hundred KiB): far
-# fewer Python calls than two writes per line, and no measurable memory on top of the
-# fetched chunk (2,000 lines per write added 8 MiB of peak RSS for no more speed).
+# Lines formatted with one map() and written with one call: far fewer Python calls than
+# two writes per line. Larger batches only cost memory (docs/benchmarks.md).
 LINES_PER_WRITE = 200
 PROGRESS_EVERY = 10_000
 
