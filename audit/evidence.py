@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audit.integrity import format_timestamp
-from audit.models import AuditEvent
+from audit.models import AuditAction, AuditEvent
 
 CONDITIONS = ("same_api_key", "same_end_user_id", "same_response_id", "same_conversation_id")
 LABELS = {
@@ -56,12 +56,16 @@ def check(created: AuditEvent, retrieved: AuditEvent) -> Pair:
 
 def cross_channel_pairs(*, response_id: str | None = None) -> Iterator[Pair]:
     """Each retrieval paired with the create of the same response on another channel."""
-    retrievals = AuditEvent.objects.filter(action="responses.get").exclude(response_id=None)
+    retrievals = AuditEvent.objects.filter(action=AuditAction.RESPONSES_GET).exclude(
+        response_id=None
+    )
     if response_id:
         retrievals = retrievals.filter(response_id=response_id)
     for retrieved in retrievals.order_by("sequence").iterator(chunk_size=500):
         created = (
-            AuditEvent.objects.filter(action="responses.create", response_id=retrieved.response_id)
+            AuditEvent.objects.filter(
+                action=AuditAction.RESPONSES_CREATE, response_id=retrieved.response_id
+            )
             .exclude(channel=retrieved.channel)
             .order_by("sequence")
             .first()

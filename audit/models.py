@@ -32,6 +32,34 @@ class LedgerUnavailableError(Exception):
     nothing that must be audited may happen until an operator has looked."""
 
 
+class AuditChannel(models.TextChoices):
+    """Where an event happened: the channel the end user used."""
+
+    WHATSAPP = "whatsapp", "WhatsApp"
+    WEBAPP = "webapp", "Web app"
+
+
+class AuditAction(models.TextChoices):
+    """What happened. MKA1 calls are named after the API's operations; a failed call
+    is the operation with `.failed`."""
+
+    CONVERSATIONS_CREATE = "conversations.create"
+    CONVERSATIONS_CREATE_FAILED = "conversations.create.failed"
+    RESPONSES_CREATE = "responses.create"
+    RESPONSES_CREATE_FAILED = "responses.create.failed"
+    RESPONSES_GET = "responses.get"
+    RESPONSES_GET_FAILED = "responses.get.failed"
+    CONVERSATIONS_ITEMS_GET = "conversations.items.get"
+    CONVERSATIONS_ITEMS_GET_FAILED = "conversations.items.get.failed"
+    SIGNIN_LINK_ISSUED = "signin.link_issued"
+    SIGNIN_LINK_USED = "signin.link_used"
+
+    @classmethod
+    def failed(cls, operation: str) -> "AuditAction":
+        """The action recording a failed call of `operation` (ValueError if none)."""
+        return cls(f"{operation}.failed")
+
+
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
     def update(self, **kwargs: Any) -> NoReturn:
         raise AppendOnlyError("audit events cannot be updated")
@@ -76,6 +104,7 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
         before it."""
         if not end_user_id:
             raise ValueError("an audit event needs the end user id")
+        channel, action = AuditChannel(channel), AuditAction(action)  # or ValueError
         text = full_response_text(full_response)
         body_digest = hashlib.sha256(text.encode()).hexdigest() if text != "null" else None
         content: dict[str, Any] = {
@@ -132,8 +161,8 @@ class AuditEvent(models.Model):
     # Position in the hash chain: 1, 2, 3, ... with no gaps, assigned under a lock.
     sequence = models.BigIntegerField(unique=True)
     timestamp = models.DateTimeField(db_index=True)
-    channel = models.CharField(max_length=32)
-    action = models.CharField(max_length=64)
+    channel = models.CharField(max_length=32, choices=AuditChannel.choices)
+    action = models.CharField(max_length=64, choices=AuditAction.choices)
     # Exactly the X-On-Behalf-Of value sent to MKA1 for this call.
     end_user_id = models.CharField(max_length=128, db_index=True)
     response_id = models.CharField(max_length=128, null=True, blank=True, db_index=True)

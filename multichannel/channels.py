@@ -36,6 +36,8 @@ FixedReply = Callable[["UserMessage"], str]
 Expand = Callable[["UserMessage"], str]
 Keep = Callable[["UserMessage"], str]
 Label = Callable[["EndUser"], str | None]
+# Does this message text ask for the command? (e.g. LOGIN, case-insensitive)
+Command = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class ChannelContribution:
     deliver: Deliver | None = None
     fixed_replies: Mapping[str, FixedReply] = field(default_factory=dict)
     secret_replies: Mapping[str, SecretReply] = field(default_factory=dict)
+    # Message kind -> whether a text asks for it: commands any channel's user may type.
+    commands: Mapping[str, Command] = field(default_factory=dict)
     end_user_label: Label | None = None
 
 
@@ -79,6 +83,15 @@ def fixed_reply(message: "UserMessage") -> str | None:
         reply = contribution.fixed_replies.get(message.kind)
         if reply is not None:
             return reply(message)
+    return None
+
+
+def command_kind(text: str) -> str | None:
+    """The kind of message a text is when it is a command some channel app answers."""
+    for contribution in _contributions.values():
+        for kind, asks in contribution.commands.items():
+            if asks(text):
+                return kind
     return None
 
 

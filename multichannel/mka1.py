@@ -9,27 +9,27 @@ log line, exception text and repr; audit rows carry only its fingerprint.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import logging
-import random
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import lru_cache
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, Literal, cast
 from urllib.parse import quote
 
 import requests
 from django.conf import settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 
 from audit.services import audit_ready
-from multichannel.http import pooled_session
+from multichannel.http import (
+    ServiceClient,
+    ServiceError,
+    TransportFailure,
+    retry_after_seconds,
+    settings_cached,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,27 +68,9 @@ class Mka1Object:
 # --- errors ------------------------------------------------------------------------
 
 
-class Mka1Error(Exception):
-    """A failed MKA1 call. `transient` says whether trying again later may succeed."""
-
-    transient: ClassVar[bool] = False
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        body: Any = None,
-        retry_after: float | None = None,
-        retry_safe: bool = True,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
-        self.retry_after = retry_after
-        # False when the request may have reached MKA1 and is not idempotent: the
-        # client then leaves the retry to its caller instead of repeating it at once.
-        self.retry_safe = retry_safe
+class Mka1Error(ServiceError):
+    """A failed MKA1 call. `transient` says whether trying again later may succeed;
+    `retry_safe` whether the request can be repeated at once (see ServiceError)."""
 
 
 class Mka1TransientError(Mka1Error):
@@ -148,7 +130,9 @@ class _BearerAuth(requests.auth.AuthBase):
         return "<BearerAuth ***>"
 
 
-class Mka1Client:
+class Mka1Client(ServiceClient):
+    name = "MKA1"
+
     def __init__(
         self,
         *,
@@ -167,26 +151,25 @@ class Mka1Client:
     ) -> None:
         if not api_key:
             raise ValueError("MKA1 API key is empty")
+        super().__init__(
+            base_url=base_url,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_retries=max_retries,
+            backoff=backoff,
+            backoff_max=backoff_max,
+            session=session,
+            sleep=sleep,
+            secret=api_key,
+        )
         self._auth = _BearerAuth(api_key)
         self.key_fingerprint = api_key_fingerprint(api_key)
-        self._secret = api_key
-        self.base_url = base_url.rstrip("/")
         self.model = model
-        self.timeout = (connect_timeout, timeout)
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.backoff_max = backoff_max
         self.chain_mode = chain_mode
-        self._sleep = sleep
         self._before_call = before_call
-        self.session = session or pooled_session(self.base_url)
 
     def __repr__(self) -> str:
         return f"<Mka1Client {self.base_url} key={self.key_fingerprint}>"
-
-    def wait(self, seconds: float) -> None:
-        """Pause between attempts; tests swap `_sleep` so that nothing really waits."""
-        self._sleep(seconds)
 
     # -- the seed guide's wrapper ----------------------------------------------------
 
@@ -264,74 +247,41 @@ class Mka1Client:
             raise ValueError("X-On-Behalf-Of (the end user id) is required on every call")
         if self._before_call is not None:
             self._before_call()  # e.g. refuse to call while the audit ledger cannot record
-        url = f"{self.base_url}{API_PREFIX}{path}"
-        idempotent = method in ("GET", "HEAD", "OPTIONS")
         headers = {"X-On-Behalf-Of": user_id, "Accept": "application/json"}
         data = None
         if json_body is not None:
             headers["Content-Type"] = "application/json"
             data = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode()
-        attempt = 0
-        while True:
-            # A POST that may have reached MKA1 (read timeout, connection lost) is not
-            # repeated here: it could store a second response in the conversation.
-            error = self._attempt(method, url, path, headers, data, params, idempotent)
-            if isinstance(error, Mka1Object):
-                return error
-            retryable = error.transient and error.retry_safe
-            if not retryable or attempt >= self.max_retries:
-                raise error
-            delay = self._delay(attempt, error.retry_after)
-            if delay is None:  # the server asked for a longer pause than we block for
-                raise error
-            logger.warning(
-                "MKA1 %s %s failed (%s), retry %d/%d in %.2fs",
-                method,
-                path,
-                error,
-                attempt + 1,
-                self.max_retries,
-                delay,
-            )
-            self._sleep(delay)
-            attempt += 1
-
-    def _attempt(
-        self,
-        method: str,
-        url: str,
-        path: str,
-        headers: dict[str, str],
-        data: bytes | None,
-        params: Mapping[str, str] | None,
-        idempotent: bool,
-    ) -> Mka1Object | Mka1Error:
         what = f"MKA1 {method} {path}"
-        try:
-            response = self.session.request(
-                method,
-                url,
-                headers=headers,
-                data=data,
-                params=params,
-                auth=self._auth,
-                timeout=self.timeout,
-                allow_redirects=False,
-            )
-        except requests.ConnectTimeout:
-            return Mka1ConnectionError(f"{what}: connect timeout")
-        except requests.ReadTimeout:
+        # A POST that may have reached MKA1 (read timeout, connection lost) is not
+        # repeated here: it could store a second response in the conversation.
+        result: Mka1Object = self.send(
+            method,
+            f"{self.base_url}{API_PREFIX}{path}",
+            what=what,
+            read=lambda response: self._read(what, response),
+            headers=headers,
+            data=data,
+            params=params,
+            auth=self._auth,
+            idempotent=method in ("GET", "HEAD", "OPTIONS"),
+        )
+        return result
+
+    def transport_error(
+        self, what: str, failure: str, *, retry_safe: bool, detail: str = ""
+    ) -> Mka1Error:
+        if failure == TransportFailure.CONNECT:
+            return Mka1ConnectionError(f"{what}: could not connect", retry_safe=True)
+        if failure == TransportFailure.TIMEOUT:
             return Mka1TimeoutError(
-                f"{what}: no answer within {self.timeout[1]}s", retry_safe=idempotent
+                f"{what}: no answer within {self.timeout[1]}s", retry_safe=retry_safe
             )
-        except requests.ConnectionError as exc:
-            refused = _never_reached_server(exc)
-            return Mka1ConnectionError(
-                f"{what}: {'could not connect' if refused else 'connection lost'}",
-                retry_safe=refused or idempotent,
-            )
-        except requests.RequestException as exc:
-            return Mka1PermanentError(f"{what}: {type(exc).__name__}")
+        if failure == TransportFailure.LOST:
+            return Mka1ConnectionError(f"{what}: connection lost", retry_safe=retry_safe)
+        return Mka1PermanentError(f"{what}: {detail}")
+
+    def _read(self, what: str, response: requests.Response) -> Mka1Object | Mka1Error:
         text = response.content.decode("utf-8", errors="replace")
         if 200 <= response.status_code < 300:
             try:
@@ -349,15 +299,15 @@ class Mka1Client:
 
     def _error_from(self, what: str, response: requests.Response, text: str) -> Mka1Error:
         status = response.status_code
-        text = self._scrub(text)[:_ERROR_BODY_LIMIT]
+        text = self.server_text(text)[:_ERROR_BODY_LIMIT]
         try:
             body: Any = json.loads(text)
         except ValueError:
             body = text
-        # The reason phrase comes from the server too, so it is scrubbed like the body.
-        detail = _error_message(body) or self._scrub(response.reason or "")
+        # The reason phrase comes from the server too, so it is redacted like the body.
+        detail = _error_message(body) or self.server_text(response.reason or "")
         message = f"{what}: HTTP {status} {detail}".rstrip()
-        retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         cls: type[Mka1Error]
         if status == 429:
             cls = Mka1RateLimitError
@@ -375,15 +325,6 @@ class Mka1Client:
             cls = Mka1InvalidRequestError
         return cls(message, status=status, body=body, retry_after=retry_after)
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float | None:
-        if retry_after is not None:
-            return retry_after if retry_after <= self.backoff_max else None
-        cap = min(self.backoff_max, self.backoff * (2**attempt))
-        return random.uniform(cap / 2, cap)  # noqa: S311 (jitter, not cryptography)
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
-
 
 def _segment(value: str) -> str:
     # "." and ".." survive quoting and requests resolves them, which would send the
@@ -391,15 +332,6 @@ def _segment(value: str) -> str:
     if not value or value in (".", ".."):
         raise Mka1InvalidRequestError("empty or dot-segment id in MKA1 path")
     return quote(value, safe="")
-
-
-def _never_reached_server(exc: requests.ConnectionError) -> bool:
-    """True when the request was certainly not delivered (refused, DNS), so a retry
-    cannot duplicate it; false when the connection broke after sending."""
-    reason = exc.args[0] if exc.args else None
-    inner = getattr(reason, "reason", reason)
-    name = type(inner).__name__
-    return name in ("NewConnectionError", "NameResolutionError", "ConnectTimeoutError")
 
 
 def _error_message(body: Any) -> str:
@@ -413,26 +345,10 @@ def _error_message(body: Any) -> str:
     return str(body)[:300] if body else ""
 
 
-def _retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 # --- the shared instance -----------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
+@settings_cached("MKA1_")
 def client() -> Mka1Client:
     """The process-wide client both channels use (one pooled session)."""
     return Mka1Client(
@@ -448,9 +364,3 @@ def client() -> Mka1Client:
         # Every call is audited: none is made while the ledger cannot record.
         before_call=audit_ready,
     )
-
-
-@receiver(setting_changed)
-def _reset_client(*, setting: str, **kwargs: Any) -> None:
-    if setting.startswith("MKA1_") or setting == "SANDBOX":
-        client.cache_clear()

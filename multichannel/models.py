@@ -4,6 +4,8 @@ import secrets
 
 from django.db import models
 
+from audit.models import AuditChannel
+
 
 def new_end_user_id() -> str:
     # Opaque and stable: this is the X-On-Behalf-Of value, so it must never be a
@@ -11,9 +13,8 @@ def new_end_user_id() -> str:
     return f"user_{secrets.token_hex(12)}"
 
 
-class Channel(models.TextChoices):
-    WHATSAPP = "whatsapp", "WhatsApp"
-    WEBAPP = "webapp", "Web app"
+# The channels the ledger records are the core's channels.
+Channel = AuditChannel
 
 
 class EndUser(models.Model):
@@ -77,9 +78,9 @@ class UserMessage(models.Model):
     one at a time, in the order sent, whichever channel they came from."""
 
     class Kind(models.TextChoices):
+        """The core's own kind; channel apps add theirs (see multichannel.channels)."""
+
         TEXT = "text", "Text (answered by MKA1)"
-        UNSUPPORTED = "unsupported", "Unsupported type (fixed reply)"
-        LOGIN = "login", "Sign-in request"
 
     class State(models.TextChoices):
         QUEUED = "queued", "Queued"  # stored, not answered yet
@@ -89,7 +90,8 @@ class UserMessage(models.Model):
 
     end_user = models.ForeignKey(EndUser, on_delete=models.PROTECT, related_name="messages")
     channel = models.CharField(max_length=16, choices=Channel.choices)
-    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.TEXT)
+    # TEXT, or a kind a channel app contributes (a fixed or a secret reply, a command).
+    kind = models.CharField(max_length=16, default=Kind.TEXT)
     # The channel's own id for the message (the WhatsApp message id), for tracing.
     external_id = models.CharField(max_length=255, blank=True)
     text = models.TextField(blank=True)

@@ -226,7 +226,7 @@ def _give_up(message: UserMessage, exc: Exception) -> None:
     """MKA1 said no for good, or kept failing: apologise (the failure is audited)."""
     logger.warning("message %s: giving up on MKA1: %s", message.pk, exc)
     message.error = error_text(exc)
-    _mark_answered(message, reply_text=settings.WHATSAPP_FAILURE_REPLY)
+    _mark_answered(message, reply_text=settings.FAILURE_REPLY)
 
 
 def error_text(exc: Exception) -> str:

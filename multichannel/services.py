@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from audit.models import AuditAction
 from audit.services import audit_event_record
 from multichannel.limits import window_count
 from multichannel.mka1 import (
@@ -51,7 +52,7 @@ def conversation_ensure(*, end_user: EndUser, channel: Channel) -> Conversation:
             )
             audit_event_record(
                 channel=channel,
-                action="conversations.create",
+                action=AuditAction.CONVERSATIONS_CREATE,
                 end_user_id=end_user.id,
                 conversation_id=created.id,
                 full_response=created,
@@ -106,7 +107,7 @@ def mka1_failure_record(
         details["further_failures_this_hour"] = "logged, not recorded"
     audit_event_record(
         channel=channel,
-        action=f"{operation}.failed",
+        action=AuditAction.failed(operation),
         end_user_id=end_user_id,
         response_id=response_id,
         conversation_id=conversation_id,
@@ -171,7 +172,7 @@ def turn_store(
         locked.save(update_fields=["previous_response_id", "updated_at"])
         audit_event_record(
             channel=channel,
-            action="responses.create",
+            action=AuditAction.RESPONSES_CREATE,
             end_user_id=locked.end_user_id,
             response_id=response.id,
             conversation_id=response_conversation_id(response.data) or locked.mka1_conversation_id,

@@ -11,6 +11,7 @@ process must not even start (a real SECRET_KEY and MKA1_API_KEY in production) r
 import os
 import tempfile
 import unicodedata
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +114,18 @@ WHATSAPP_UNSUPPORTED_REPLY: str = env.str(
     "WHATSAPP_UNSUPPORTED_REPLY",
     default="Sorry, I can only read text messages for now. Please send your question as text.",
 )
-WHATSAPP_FAILURE_REPLY: str = env.str(
-    "WHATSAPP_FAILURE_REPLY",
-    default="Sorry, something went wrong answering that. Please try again in a moment.",
-)
+# What a user on any channel is told when MKA1 refuses their message for good.
+# WHATSAPP_FAILURE_REPLY is its old name, still read (with a warning) when set alone.
+_DEFAULT_FAILURE_REPLY = "Sorry, something went wrong answering that. Please try again in a moment."
+if "FAILURE_REPLY" not in os.environ and "WHATSAPP_FAILURE_REPLY" in os.environ:
+    warnings.warn(
+        "WHATSAPP_FAILURE_REPLY is deprecated: it answers web users too; set FAILURE_REPLY.",
+        DeprecationWarning,
+        stacklevel=1,
+    )
+    FAILURE_REPLY: str = env.str("WHATSAPP_FAILURE_REPLY")
+else:
+    FAILURE_REPLY = env.str("FAILURE_REPLY", default=_DEFAULT_FAILURE_REPLY)
 
 # --- Web app ----------------------------------------------------------------------
 # The WhatsApp message that asks for a web sign-in link (case-insensitive).
@@ -209,11 +218,13 @@ INSTALLED_APPS = [
     "huey.contrib.djhuey",
     "axes",
     "multichannel.apps.MultichannelConfig",
-    "multichannel.sandbox.apps.SandboxConfig",
     "audit.apps.AuditConfig",
     "whatsapp.apps.WhatsappConfig",
     "web.apps.WebConfig",
 ]
+if SANDBOX:
+    # Development and tests only: never installed (nor migrated) in production.
+    INSTALLED_APPS.append("multichannel.sandbox.apps.SandboxConfig")
 
 MIDDLEWARE = [
     "multichannel.observability.RequestIdMiddleware",

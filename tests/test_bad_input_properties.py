@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from multichannel.models import EndUser, UserMessage
 from multichannel.sandbox import whatsapp as wa
 from tests.support.webhooks import webhook_post
+from web.services import LOGIN
 from whatsapp.models import WebhookDelivery
 
 pytestmark = pytest.mark.django_db
@@ -314,7 +315,7 @@ def test_unsigned_or_badly_signed_webhooks_store_nothing(client: Client) -> None
 
 def _answered_messages(after_id: int) -> int:
     # TEXT is answered through MKA1 and LOGIN with a sign-in link: both are audited.
-    kinds = (UserMessage.Kind.TEXT, UserMessage.Kind.LOGIN)
+    kinds = (UserMessage.Kind.TEXT, LOGIN)
     return UserMessage.objects.filter(id__gt=after_id, kind__in=kinds).count()
 
 

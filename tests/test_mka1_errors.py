@@ -188,7 +188,7 @@ def test_the_key_never_appears_in_an_error_even_when_the_server_echoes_it(
         create_response(make_client())
 
     _assert_no_key(caught.value)
-    assert "***" in json.dumps(caught.value.body)
+    assert "[redacted]" in json.dumps(caught.value.body)
 
 
 def test_the_key_never_appears_in_an_error_even_when_the_reason_phrase_echoes_it(

@@ -324,7 +324,7 @@ def test_backoff_jitter_window_is_exactly_half_cap_to_cap(
         windows.append((low, high))
         return low if pick == "low" else high
 
-    monkeypatch.setattr("multichannel.mka1.random.uniform", uniform)
+    monkeypatch.setattr("multichannel.http.random.uniform", uniform)
     _always_503(mocked)
 
     with pytest.raises(Mka1ServerError):

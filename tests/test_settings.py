@@ -202,3 +202,36 @@ def test_env_example_lists_every_variable_the_settings_read() -> None:
     listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
     assert read, "no variables found: the pattern no longer matches settings.py"
     assert sorted(read - listed) == []
+
+
+def test_the_old_failure_reply_name_still_works_with_a_warning(tmp_path: Path) -> None:
+    result = run_manage(
+        tmp_path,
+        "shell",
+        "-c",
+        "from django.conf import settings; print(settings.FAILURE_REPLY)",
+        DEBUG="true",
+        PYTHONWARNINGS="always::DeprecationWarning",
+        WHATSAPP_FAILURE_REPLY="Old-style apology.",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("Old-style apology.")
+    assert "WHATSAPP_FAILURE_REPLY is deprecated" in result.stderr
+
+
+def test_production_installs_and_migrates_no_sandbox_table(tmp_path: Path) -> None:
+    migrated = run_manage(tmp_path, "migrate", "-v0", **PRODUCTION_VARS)
+    assert migrated.returncode == 0, migrated.stderr
+    import sqlite3
+
+    tables = {
+        row[0]
+        for row in sqlite3.connect(tmp_path / "db.sqlite3").execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        )
+    }
+    assert "multichannel_usermessage" in tables
+    assert not [name for name in tables if name.startswith("sandbox_")]
+    demo = run_manage(tmp_path, "demo", **PRODUCTION_VARS)
+    assert demo.returncode != 0
+    assert "Unknown command: 'demo'" in demo.stderr

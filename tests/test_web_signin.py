@@ -14,6 +14,7 @@ from multichannel.models import EndUser, UserMessage
 from multichannel.sandbox.models import SandboxGraphMessage
 from tests.support.outgoing import Calls, sent_texts
 from web.models import SignInLink
+from web.services import LOGIN
 from whatsapp.models import OutboundMessage
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +29,7 @@ def site_url(settings) -> None:
 
 def ask_for_link(whatsapp_says, text: str = "LOGIN", wa_id: str = "15551234567") -> str:
     message = whatsapp_says(text, wa_id=wa_id)
-    assert message.kind == UserMessage.Kind.LOGIN
+    assert message.kind == LOGIN
     match = LINK_RE.search(sent_texts(wa_id)[-1])
     assert match, sent_texts(wa_id)
     return match["token"]

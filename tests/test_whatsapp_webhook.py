@@ -8,7 +8,7 @@ from multichannel.sandbox import whatsapp as wa
 from tests.support.outgoing import Calls, response_creates, sent_texts
 from tests.support.webhooks import PostWebhook
 from whatsapp.models import InboundMessage, OutboundMessage, WebhookDelivery, WhatsAppIdentity
-from whatsapp.services import identity_resolve
+from whatsapp.services import UNSUPPORTED, identity_resolve
 
 pytestmark = pytest.mark.django_db
 
@@ -270,7 +270,7 @@ def test_non_text_messages_get_the_text_only_reply_without_mka1(
         post_webhook(wa.webhook_payload([wa.message_event(message_type=kind)]))
     inbound = InboundMessage.objects.get()
     assert inbound.type == kind
-    assert inbound.user_message.kind == UserMessage.Kind.UNSUPPORTED
+    assert inbound.user_message.kind == UNSUPPORTED
     assert mka1_calls == []
     assert sent_texts() == [
         "Sorry, I can only read text messages for now. Please send your question as text."

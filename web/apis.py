@@ -121,7 +121,7 @@ def turn_json(message: UserMessage) -> dict[str, Any]:
     return {
         "id": message.pk,
         "channel": message.channel,
-        "text": message.text if message.kind != UserMessage.Kind.UNSUPPORTED else "(not text)",
+        "text": message.text or "(not text)",
         "sent_at": message.sent_at.isoformat(),
         "state": message.state,
         "reply": reply_for_display(message) if answered else "",

@@ -7,9 +7,15 @@ class WebConfig(AppConfig):
 
     def ready(self) -> None:
         from multichannel.channels import ChannelContribution, SecretReply, channel_register
-        from multichannel.models import Channel, UserMessage
+        from multichannel.models import Channel
         from web import schema  # noqa: F401  (registers the OpenAPI auth scheme)
-        from web.services import sign_in_link_expand, sign_in_reply, sign_in_reply_kept
+        from web.services import (
+            LOGIN,
+            asks_for_sign_in,
+            sign_in_link_expand,
+            sign_in_reply,
+            sign_in_reply_kept,
+        )
 
         # The page polls for replies, so the web channel has nothing to deliver; it
         # answers LOGIN (sent on WhatsApp) with a one-time link to itself.
@@ -17,11 +23,10 @@ class WebConfig(AppConfig):
             ChannelContribution(
                 name="web",
                 channel=Channel.WEBAPP,
-                fixed_replies={UserMessage.Kind.LOGIN: sign_in_reply},
+                commands={LOGIN: asks_for_sign_in},
+                fixed_replies={LOGIN: sign_in_reply},
                 secret_replies={
-                    UserMessage.Kind.LOGIN: SecretReply(
-                        expand=sign_in_link_expand, keep=sign_in_reply_kept
-                    )
+                    LOGIN: SecretReply(expand=sign_in_link_expand, keep=sign_in_reply_kept)
                 },
             )
         )

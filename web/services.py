@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from audit.models import AuditAction
 from audit.services import audit_event_record
 from multichannel.mka1 import Mka1Error, Mka1Object, client, is_response_id
 from multichannel.models import Channel, EndUser, UserMessage
@@ -16,6 +17,8 @@ from multichannel.services import mka1_failure_record, response_conversation_id
 from multichannel.tasks import process_end_user_on_commit
 from web.models import SignInLink, token_hash
 
+# The kind of a message that asks for a sign-in link (typed on WhatsApp, answered here).
+LOGIN = "login"
 LINK_PLACEHOLDER = "{sign_in_link}"
 MESSAGE_MAX_CHARS = 4096
 
@@ -25,6 +28,10 @@ class NotFoundError(Exception):
 
 
 LINK_KEPT = "[one-time sign-in link]"
+
+
+def asks_for_sign_in(text: str) -> bool:
+    return text.strip().casefold() == settings.LOGIN_KEYWORD.casefold()
 
 
 def sign_in_reply(message: UserMessage) -> str:
@@ -66,7 +73,7 @@ def sign_in_link_issue(*, end_user: EndUser, requested_by: str = "") -> tuple[Si
         )
         audit_event_record(
             channel=Channel.WHATSAPP,
-            action="signin.link_issued",
+            action=AuditAction.SIGNIN_LINK_ISSUED,
             end_user_id=end_user.pk,
             context={
                 "link_id": link.pk,
@@ -109,7 +116,7 @@ def sign_in_link_redeem(*, token: str) -> EndUser | None:
             return None
         audit_event_record(
             channel=Channel.WEBAPP,
-            action="signin.link_used",
+            action=AuditAction.SIGNIN_LINK_USED,
             end_user_id=link.end_user_id,
             context={"link_id": link.pk},
         )
@@ -140,7 +147,7 @@ def response_retrieve(*, end_user: EndUser, response_id: str) -> Mka1Object:
         raise
     audit_event_record(
         channel=Channel.WEBAPP,
-        action="responses.get",
+        action=AuditAction.RESPONSES_GET,
         end_user_id=end_user.pk,
         response_id=response.id or response_id,
         conversation_id=response_conversation_id(response.data)
@@ -173,7 +180,7 @@ def conversation_item_retrieve(*, end_user: EndUser, item_id: str) -> tuple[str,
     response_id: Any = item.data.get("response_id")
     audit_event_record(
         channel=Channel.WEBAPP,
-        action="conversations.items.get",
+        action=AuditAction.CONVERSATIONS_ITEMS_GET,
         end_user_id=end_user.pk,
         response_id=response_id if isinstance(response_id, str) else None,
         conversation_id=conversation.mka1_conversation_id,

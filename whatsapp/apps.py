@@ -9,9 +9,9 @@ class WhatsappConfig(AppConfig):
         from django.conf import settings
 
         from multichannel.channels import ChannelContribution, channel_register
-        from multichannel.models import Channel, UserMessage
+        from multichannel.models import Channel
         from whatsapp.delivery import whatsapp_deliver
-        from whatsapp.services import identity_label
+        from whatsapp.services import UNSUPPORTED, identity_label
 
         channel_register(
             ChannelContribution(
@@ -19,9 +19,7 @@ class WhatsappConfig(AppConfig):
                 channel=Channel.WHATSAPP,
                 deliver=whatsapp_deliver,
                 fixed_replies={
-                    UserMessage.Kind.UNSUPPORTED: lambda message: (
-                        settings.WHATSAPP_UNSUPPORTED_REPLY
-                    ),
+                    UNSUPPORTED: lambda message: settings.WHATSAPP_UNSUPPORTED_REPLY,
                 },
                 end_user_label=identity_label,
             )

@@ -1,21 +1,18 @@
-"""The one seam to the WhatsApp Cloud (Graph) API: sending replies, marking read."""
+"""The Graph API client (WhatsApp Cloud API) on the shared HTTP seam: sending replies,
+marking read. It adds the Graph API's error codes to the seam's retry rules."""
 
 import json
 import logging
-import random
 import re
 import time
 from collections.abc import Callable, Mapping
-from functools import lru_cache
 from typing import Any
 
 import requests
 from django.conf import settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 
-from multichannel.http import pooled_session
-from multichannel.redaction import redact, redact_value
+from multichannel.http import ServiceClient, ServiceError, TransportFailure, settings_cached
+from multichannel.redaction import redact_value
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +23,9 @@ TRANSIENT_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131056})
 RATE_LIMIT_CODES = frozenset({4, 80007, 130429, 131056})
 
 
-class GraphError(Exception):
+class GraphError(ServiceError):
+    """A failed Graph API call; `code` is the Graph error code when there was one."""
+
     def __init__(
         self,
         message: str,
@@ -37,17 +36,14 @@ class GraphError(Exception):
         body: Any = None,
         retry_safe: bool = True,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, status=status, body=body, retry_safe=retry_safe)
         self.transient = transient
-        # False when the request may have been delivered (timeout after sending):
-        # repeating a send could then deliver the reply twice.
-        self.retry_safe = retry_safe
-        self.status = status
         self.code = code
-        self.body = body
 
 
-class GraphClient:
+class GraphClient(ServiceClient):
+    name = "Graph API"
+
     def __init__(
         self,
         *,
@@ -60,19 +56,20 @@ class GraphClient:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        super().__init__(
+            base_url=base_url,
+            timeout=timeout,
+            connect_timeout=5.0,
+            max_retries=max_retries,
+            session=session,
+            sleep=sleep,
+            secret=token,
+        )
         self._token = token
-        self.url = f"{base_url.rstrip('/')}/{version}/{phone_number_id}/messages"
-        self.timeout = (5.0, timeout)
-        self.max_retries = max_retries
-        self._sleep = sleep
-        self.session = session or pooled_session(base_url)
+        self.url = f"{self.base_url}/{version}/{phone_number_id}/messages"
 
     def __repr__(self) -> str:
         return f"<GraphClient {self.url}>"
-
-    def wait(self, seconds: float) -> None:
-        """Pause between attempts; tests swap `_sleep` so that nothing really waits."""
-        self._sleep(seconds)
 
     def send_text(self, *, text: str, to: str | None = None, recipient: str | None = None) -> str:
         """Send one text message; returns its WhatsApp message id. Users known only by
@@ -101,45 +98,37 @@ class GraphClient:
         )
 
     def request(self, body: Mapping[str, Any], *, idempotent: bool) -> dict[str, Any]:
-        attempt = 0
-        while True:
-            try:
-                return self._post(body)
-            except GraphError as exc:
-                # Rate limits need minutes, not seconds: those go back to the caller.
-                retry_inline = exc.transient and exc.code not in RATE_LIMIT_CODES
-                retry_inline = retry_inline and (idempotent or exc.retry_safe)
-                if not retry_inline or attempt >= self.max_retries:
-                    raise
-                delay = random.uniform(0.25, 0.5) * 2**attempt  # noqa: S311
-                logger.warning("Graph API failed (%s), retry in %.2fs", exc, delay)
-                self._sleep(delay)
-                attempt += 1
+        result: dict[str, Any] = self.send(
+            "POST",
+            self.url,
+            what="Graph API",
+            read=self._read,
+            headers={
+                "Authorization": f"Bearer {self._token}",
+                "Content-Type": "application/json",
+            },
+            data=json.dumps(body, ensure_ascii=False).encode(),
+            idempotent=idempotent,
+        )
+        return result
 
-    def _post(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        try:
-            response = self.session.post(
-                self.url,
-                data=json.dumps(body, ensure_ascii=False).encode(),
-                headers={
-                    "Authorization": f"Bearer {self._token}",
-                    "Content-Type": "application/json",
-                },
-                timeout=self.timeout,
-                allow_redirects=False,
-            )
-        except requests.ConnectTimeout:
-            raise GraphError("Graph API: connect timeout", transient=True) from None
-        except requests.Timeout:
-            raise GraphError("Graph API: timed out", transient=True, retry_safe=False) from None
-        except requests.ConnectionError:
-            raise GraphError(
-                "Graph API: connection failed", transient=True, retry_safe=False
-            ) from None
-        except requests.RequestException as exc:
-            # Named by type only: the text of some (an invalid header value) quotes
-            # the request's headers, our token among them.
-            raise GraphError(f"Graph API: {type(exc).__name__}", transient=False) from None
+    def retry_now(self, error: ServiceError) -> bool:
+        # Rate limits need minutes, not seconds: those go back to the caller.
+        return super().retry_now(error) and getattr(error, "code", None) not in RATE_LIMIT_CODES
+
+    def transport_error(
+        self, what: str, failure: str, *, retry_safe: bool, detail: str = ""
+    ) -> GraphError:
+        message = {
+            TransportFailure.CONNECT: f"{what}: connect timeout",
+            TransportFailure.TIMEOUT: f"{what}: timed out",
+            TransportFailure.LOST: f"{what}: connection failed",
+        }.get(failure, f"{what}: {detail}")
+        return GraphError(
+            message, transient=failure != TransportFailure.OTHER, retry_safe=retry_safe
+        )
+
+    def _read(self, response: requests.Response) -> dict[str, Any] | GraphError:
         try:
             parsed = response.json()
         except ValueError:
@@ -156,18 +145,14 @@ class GraphClient:
         if code is not None:
             message += f" code {code}"
         if detail:
-            message += f" {redact(_scrub(detail, self._token))[:200]}"
-        raise GraphError(
-            message,
-            transient=transient,
-            status=response.status_code,
-            code=code,
-            body=redact_value(parsed),
+            message += f" {self.server_text(detail)[:200]}"
+        # Auditors can read stored errors: a body may echo our access token.
+        body = redact_value(parsed)
+        if self._token:
+            body = json.loads(json.dumps(body).replace(self._token, "[redacted]"))
+        return GraphError(
+            message, transient=transient, status=response.status_code, code=code, body=body
         )
-
-
-def _scrub(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -198,7 +183,7 @@ def split_message(text: str, limit: int = TEXT_LIMIT) -> list[str]:
     return parts
 
 
-@lru_cache(maxsize=1)
+@settings_cached("WHATSAPP_")
 def graph_client() -> GraphClient:
     """The process-wide Graph API client (one pooled session)."""
     return GraphClient(
@@ -209,9 +194,3 @@ def graph_client() -> GraphClient:
         timeout=settings.WHATSAPP_TIMEOUT,
         max_retries=settings.WHATSAPP_MAX_RETRIES,
     )
-
-
-@receiver(setting_changed)
-def _reset_client(*, setting: str, **kwargs: Any) -> None:
-    if setting.startswith("WHATSAPP_") or setting == "SANDBOX":
-        graph_client.cache_clear()

@@ -5,17 +5,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from multichannel.channels import command_kind
 from multichannel.models import Channel, EndUser, UserMessage
 from multichannel.tasks import process_end_user_on_commit
 from whatsapp.models import InboundMessage, OutboundMessage, WebhookDelivery, WhatsAppIdentity
 from whatsapp.payload import IncomingMessage, StatusUpdate, parse_webhook
 
 logger = logging.getLogger(__name__)
+
+# A message we cannot read (a sticker, a location, an empty text): a fixed reply.
+UNSUPPORTED = "unsupported"
 
 
 def identity_resolve(*, wa_id: str | None, bsuid: str | None) -> WhatsAppIdentity:
@@ -185,10 +188,9 @@ def inbound_wamids_stored(*, wamids: list[str]) -> set[str]:
 def message_kind(message: IncomingMessage) -> str:
     text = message.text.strip()
     if message.type != "text" or not text:
-        return UserMessage.Kind.UNSUPPORTED
-    if text.casefold() == settings.LOGIN_KEYWORD.casefold():
-        return UserMessage.Kind.LOGIN  # answered with a sign-in link, never sent to MKA1
-    return UserMessage.Kind.TEXT
+        return UNSUPPORTED
+    # A command another app answers (LOGIN: a sign-in link), never sent to MKA1.
+    return command_kind(text) or UserMessage.Kind.TEXT
 
 
 def inbound_message_store(*, delivery: WebhookDelivery, message: IncomingMessage) -> str | None:

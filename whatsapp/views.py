@@ -1,96 +1,145 @@
+"""Meta's webhook as a DRF view: the signature over the raw body authenticates it (an
+authentication class, before anything is parsed), the subscription handshake answers
+text/plain, and every answer is Meta's protocol (plain text and a status), not our API's
+JSON error shape. No session, CSRF or throttling applies: Meta signs, and redelivers
+until it gets a 200."""
+
 import hmac
 import json
 import logging
+from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_http_methods
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from whatsapp.services import signature_valid, webhook_receive
 
 logger = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
 
 
 def _text(body: str, status: int) -> HttpResponse:
     return HttpResponse(body, status=status, content_type="text/plain; charset=utf-8")
 
 
-@csrf_exempt  # Meta cannot send a CSRF token; the HMAC signature authenticates it instead
-@require_http_methods(["GET", "POST"])
-def webhook(request: HttpRequest) -> HttpResponse:
-    if request.method == "GET":
-        return _verify(request)
-    return _receive(request)
+class WebhookRefused(exceptions.APIException):
+    """An answer to Meta other than 200, with the plain-text body it gets."""
+
+    def __init__(self, body: str, status: int) -> None:
+        super().__init__(body)
+        self.status_code = status
 
 
-def _verify(request: HttpRequest) -> HttpResponse:
-    """Meta's subscription handshake: echo the challenge if the token is ours."""
-    token = request.GET.get("hub.verify_token", "")
-    expected = settings.WHATSAPP_VERIFY_TOKEN
-    if request.GET.get("hub.mode") == "subscribe" and expected and token and _same(token, expected):
-        return _text(request.GET.get("hub.challenge", ""), 200)
-    return _text("verification failed", 403)
+class Meta:
+    """The authenticated sender of a verified delivery, and the body it signed."""
+
+    is_authenticated = True
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
 
 
-def _same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
+class MetaSignatureAuthentication(BaseAuthentication):
+    """A POST is Meta's when X-Hub-Signature-256 is the HMAC-SHA256 of the raw body with
+    the app secret. The body is read here, once, within WHATSAPP_MAX_BODY_BYTES."""
+
+    def authenticate(self, request: Request) -> tuple[Meta, None] | None:
+        if request.method != "POST":
+            return None  # the handshake proves itself with the verify token
+        body = read_body(request._request, settings.WHATSAPP_MAX_BODY_BYTES)
+        header = request.headers.get(SIGNATURE_HEADER, "")
+        if not header:
+            raise WebhookRefused(f"missing {SIGNATURE_HEADER}", 401)
+        if not signature_valid(body=body, header=header, app_secret=settings.WHATSAPP_APP_SECRET):
+            # 403 and nothing stored: an unsigned body is not from Meta.
+            raise WebhookRefused("signature mismatch", 403)
+        return Meta(body), None
 
 
-def _read_body(request: HttpRequest, limit: int) -> bytes | HttpResponse:
-    """The raw body, at most `limit` bytes (one more means too large), or the answer to
-    give instead. A chunked body (no Content-Length) is read from the server's input
-    stream, which decodes the chunks (gunicorn does); Django's own stream would read
-    nothing and the signature check would fail falsely. With neither header there is
-    no body (RFC 9112)."""
+def read_body(request: HttpRequest, limit: int) -> bytes:
+    """The raw body, at most `limit` bytes, else 413. A chunked body (no Content-Length)
+    is read from the server's input stream, which decodes the chunks (gunicorn does);
+    Django's own stream would read nothing and the signature check would fail falsely.
+    With neither header there is no body (RFC 9112)."""
     length = request.META.get("CONTENT_LENGTH")
     if length:
         try:
             declared = int(length)
         except ValueError:
-            return _text("bad Content-Length", 400)
+            raise WebhookRefused("bad Content-Length", 400) from None
         if declared > limit:
-            return _text("payload too large", 413)
-        return request.read(limit + 1)
-    if "chunked" not in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
-        return b""
-    stream = request.META["wsgi.input"]
-    chunks, size = [], 0
-    while size <= limit:
-        chunk = stream.read(min(65536, limit + 1 - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
-
-
-def _receive(request: HttpRequest) -> HttpResponse:
-    limit = settings.WHATSAPP_MAX_BODY_BYTES
-    body = _read_body(request, limit)
-    if isinstance(body, HttpResponse):
-        return body
+            raise WebhookRefused("payload too large", 413)
+        body = request.read(limit + 1)
+    elif "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        stream = request.META["wsgi.input"]
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = stream.read(min(65536, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        body = b"".join(chunks)
+    else:
+        body = b""
     if len(body) > limit:
-        return _text("payload too large", 413)
-    header = request.headers.get("X-Hub-Signature-256", "")
-    if not header:
-        return _text("missing X-Hub-Signature-256", 401)
-    if not signature_valid(body=body, header=header, app_secret=settings.WHATSAPP_APP_SECRET):
-        # 403 and nothing stored: an unsigned body is not from Meta.
-        return _text("signature mismatch", 403)
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
-        return _text("malformed JSON", 400)
-    if not isinstance(payload, dict):
-        return _text("expected a JSON object", 400)
-    result = webhook_receive(raw_body=body, payload=payload)
-    logger.info(
-        "webhook %s: %d new, %d redelivered, %d statuses",
-        result.delivery_id,
-        result.stored,
-        result.duplicates,
-        result.statuses_applied,
-    )
-    # 200 only now that everything is committed; Meta stops redelivering on 200.
-    return _text("EVENT_RECEIVED", 200)
+        raise WebhookRefused("payload too large", 413)
+    return body
+
+
+class WebhookApi(APIView):
+    """GET: Meta's subscription handshake. POST: a signed delivery of messages and
+    statuses, stored before it is acknowledged."""
+
+    authentication_classes = [MetaSignatureAuthentication]
+    permission_classes = [AllowAny]
+    throttle_classes: list[Any] = []
+    http_method_names = ["get", "post"]
+    schema = None  # Meta's protocol, not part of our API
+
+    def get(self, request: Request) -> HttpResponse:
+        """Echo the challenge if the verify token is ours."""
+        token = request.query_params.get("hub.verify_token", "")
+        expected = settings.WHATSAPP_VERIFY_TOKEN
+        subscribing = request.query_params.get("hub.mode") == "subscribe"
+        if subscribing and expected and token and _same(token, expected):
+            return _text(request.query_params.get("hub.challenge", ""), 200)
+        return _text("verification failed", 403)
+
+    def post(self, request: Request) -> HttpResponse:
+        assert isinstance(request.user, Meta)
+        try:
+            payload = json.loads(request.user.body)
+        except (ValueError, RecursionError):  # RecursionError: nested thousands deep
+            return _text("malformed JSON", 400)
+        if not isinstance(payload, dict):
+            return _text("expected a JSON object", 400)
+        result = webhook_receive(raw_body=request.user.body, payload=payload)
+        logger.info(
+            "webhook %s: %d new, %d redelivered, %d statuses",
+            result.delivery_id,
+            result.stored,
+            result.duplicates,
+            result.statuses_applied,
+        )
+        # 200 only now that everything is committed; Meta stops redelivering on 200.
+        return _text("EVENT_RECEIVED", 200)
+
+    def handle_exception(self, exc: Exception) -> HttpResponse:  # type: ignore[override]
+        # Meta's protocol: plain text and a status, never the API's JSON error shape
+        # (DRF accepts any Django response here).
+        if isinstance(exc, WebhookRefused):
+            return _text(str(exc.detail), exc.status_code)
+        if isinstance(exc, exceptions.MethodNotAllowed):
+            return HttpResponseNotAllowed(["GET", "POST"])
+        raise exc
+
+
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
