@@ -340,6 +340,8 @@ REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_PERMISSION_CLASSES": ["web.auth.IsEndUser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {"read": API_THROTTLE_READ, "send": API_THROTTLE_SEND},
+    # One error shape, {"error": "..."}, for every API error (web/errors.py).
+    "EXCEPTION_HANDLER": "web.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS: dict[str, Any] = {

@@ -243,7 +243,7 @@ def test_unsafe_requests_need_the_csrf_token(answered: UserMessage, web_client) 
     browser = web_client(answered.end_user, enforce_csrf_checks=True)
     answer = browser.post("/api/messages", {"text": "hi"}, content_type="application/json")
     assert answer.status_code == 403
-    assert "CSRF" in answer.json()["detail"]
+    assert "CSRF" in answer.json()["error"]
     browser.get("/")  # the page sets the CSRF cookie
     token = browser.cookies["csrftoken"].value
     answer = browser.post(
@@ -390,3 +390,41 @@ def test_retrievals_per_user_and_day_are_capped(
     assert [browser.get(url).status_code for _ in range(4)] == [200, 200, 200, 429]
     assert AuditEvent.objects.filter(action="responses.get").count() == 3
     assert int(browser.get(url)["Retry-After"]) > 0
+
+
+# --- one error shape ------------------------------------------------------------------------
+
+
+def test_every_api_error_has_the_one_shape(
+    answered: UserMessage, web_client, client: Client, settings
+) -> None:
+    signed_in = web_client(answered.end_user)
+    answers = {
+        "signed out": client.get("/api/conversation"),
+        "bad id": signed_in.get("/api/multichannel/nope"),
+        "unknown": signed_in.get("/api/messages/999999"),
+        "method": signed_in.delete("/api/conversation"),
+        "media type": signed_in.post("/api/messages", data="text=x", content_type="text/plain"),
+        "validation": signed_in.post("/api/messages", data={}, content_type="application/json"),
+        "csrf": web_client(answered.end_user, enforce_csrf_checks=True).post(
+            "/api/messages", data={"text": "hi"}, content_type="application/json"
+        ),
+    }
+    settings.API_RETRIEVALS_PER_DAY = 0
+    answers["throttled"] = signed_in.get(f"/api/multichannel/{answered.turn.response_id}")
+    expected = {
+        "signed out": 401,
+        "bad id": 400,
+        "unknown": 404,
+        "method": 405,
+        "media type": 415,
+        "validation": 400,
+        "csrf": 403,
+        "throttled": 429,
+    }
+    assert {name: answer.status_code for name, answer in answers.items()} == expected
+    for name, answer in answers.items():
+        body = answer.json()
+        assert set(body) == {"error"}, name
+        assert isinstance(body["error"], str) and body["error"], name
+    assert answers["validation"].json()["error"] == "text: This field is required."

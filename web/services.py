@@ -24,7 +24,8 @@ MESSAGE_MAX_CHARS = 4096
 
 
 class NotFoundError(Exception):
-    """Unknown, or not this user's: the same answer either way, so ids cannot be probed."""
+    """Unknown, or not this user's: answered the same either way, so ids cannot be
+    probed."""
 
 
 LINK_KEPT = "[one-time sign-in link]"
