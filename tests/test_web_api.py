@@ -426,5 +426,6 @@ def test_every_api_error_has_the_one_shape(
     for name, answer in answers.items():
         body = answer.json()
         assert set(body) == {"error"}, name
-        assert isinstance(body["error"], str) and body["error"], name
+        assert isinstance(body["error"], str), name
+        assert body["error"], name
     assert answers["validation"].json()["error"] == "text: This field is required."
