@@ -8,7 +8,7 @@ from django.test import Client
 
 from multichannel.observability import JsonFormatter, RequestIdFilter, request_id
 from multichannel.sandbox import whatsapp as wa
-from tests.support.stack import run_manage
+from tests.support.stack import PRODUCTION_ENV, run_manage
 from tests.support.webhooks import PostWebhook
 
 pytestmark = pytest.mark.django_db
@@ -82,18 +82,7 @@ def test_info_logs_hold_no_message_bodies_or_secrets(
         assert secret not in logged  # ...but no body, reply or secret
 
 
-PRODUCTION = {
-    "DEBUG": "false",
-    "SECRET_KEY": "test-" + "k" * 60,
-    "MKA1_API_KEY": "test-mka1-key-not-real",
-    "ALLOWED_HOSTS": "multichannel.example.test",
-    "SITE_URL": "https://multichannel.example.test",
-    "WHATSAPP_VERIFY_TOKEN": "test-verify",
-    "WHATSAPP_APP_SECRET": "test-app-secret",
-    "WHATSAPP_TOKEN": "test-token",
-    "WHATSAPP_PHONE_NUMBER_ID": "123",
-    "SANDBOX": "false",
-}
+PRODUCTION = PRODUCTION_ENV
 
 
 def test_check_deploy_is_clean_with_the_production_variables(tmp_path) -> None:

@@ -6,7 +6,7 @@ import pytest
 from django.core.checks import run_checks
 from django.test import override_settings
 
-from tests.support.stack import ROOT, run_manage
+from tests.support.stack import PRODUCTION_ENV, ROOT, run_manage
 
 
 def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
@@ -137,16 +137,7 @@ def test_production_without_redis_shares_counters_through_files(tmp_path: Path) 
     assert result.stdout.strip().endswith("FileBasedCache")
 
 
-PRODUCTION_VARS = {
-    "DEBUG": "false",
-    "SECRET_KEY": "test-" + "x" * 50,
-    "MKA1_API_KEY": "test-key-not-real",
-    "SITE_URL": "https://example.test",
-    "WHATSAPP_VERIFY_TOKEN": "test-verify",
-    "WHATSAPP_APP_SECRET": "test-secret",
-    "WHATSAPP_TOKEN": "test-token",
-    "WHATSAPP_PHONE_NUMBER_ID": "123",
-}
+PRODUCTION_VARS = PRODUCTION_ENV
 
 
 @pytest.mark.parametrize("name", ["MKA1_API_KEY", "WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET"])

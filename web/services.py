@@ -1,6 +1,7 @@
 """Write paths of the web channel: sign-in links, retrievals, messages from the page."""
 
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -124,6 +125,25 @@ def sign_in_link_redeem(*, token: str) -> EndUser | None:
     return link.end_user
 
 
+def _audited_read(
+    call: Callable[[], Mka1Object], *, operation: str, end_user: EndUser, **ids: Any
+) -> Mka1Object:
+    """An MKA1 read on the user's behalf; a failure is audited (bounded: the user can
+    repeat it at will) and raised."""
+    try:
+        return call()
+    except Mka1Error as exc:
+        mka1_failure_record(
+            channel=Channel.WEBAPP,
+            operation=operation,
+            end_user_id=end_user.pk,
+            exc=exc,
+            bounded=True,
+            **ids,
+        )
+        raise
+
+
 def response_retrieve(*, end_user: EndUser, response_id: str) -> Mka1Object:
     """The stored MKA1 response, fetched again with the same key and end user id, and
     the retrieval audited (the seed guide's channel-two evidence point)."""
@@ -133,19 +153,13 @@ def response_retrieve(*, end_user: EndUser, response_id: str) -> Mka1Object:
     if turn is None:
         raise NotFoundError(response_id)
     mka1 = client()
-    try:
-        response = mka1.get_response(end_user.pk, response_id)
-    except Mka1Error as exc:
-        mka1_failure_record(
-            channel=Channel.WEBAPP,
-            operation="responses.get",
-            end_user_id=end_user.pk,
-            exc=exc,
-            response_id=response_id,
-            conversation_id=turn.conversation.mka1_conversation_id,
-            bounded=True,
-        )
-        raise
+    response = _audited_read(
+        lambda: mka1.get_response(end_user.pk, response_id),
+        operation="responses.get",
+        end_user=end_user,
+        response_id=response_id,
+        conversation_id=turn.conversation.mka1_conversation_id,
+    )
     audit_event_record(
         channel=Channel.WEBAPP,
         action=AuditAction.RESPONSES_GET,
@@ -165,19 +179,13 @@ def conversation_item_retrieve(*, end_user: EndUser, item_id: str) -> tuple[str,
     if conversation is None:
         raise NotFoundError(item_id)
     mka1 = client()
-    try:
-        item = mka1.get_conversation_item(end_user.pk, conversation.mka1_conversation_id, item_id)
-    except Mka1Error as exc:
-        mka1_failure_record(
-            channel=Channel.WEBAPP,
-            operation="conversations.items.get",
-            end_user_id=end_user.pk,
-            exc=exc,
-            conversation_id=conversation.mka1_conversation_id,
-            context={"item_id": item_id},
-            bounded=True,
-        )
-        raise
+    item = _audited_read(
+        lambda: mka1.get_conversation_item(end_user.pk, conversation.mka1_conversation_id, item_id),
+        operation="conversations.items.get",
+        end_user=end_user,
+        conversation_id=conversation.mka1_conversation_id,
+        context={"item_id": item_id},
+    )
     response_id: Any = item.data.get("response_id")
     audit_event_record(
         channel=Channel.WEBAPP,

@@ -131,6 +131,21 @@ _APP_VARS = {
 }
 
 
+# What a production deployment sets (DEBUG off, real-looking secrets, https links).
+PRODUCTION_ENV = {
+    "DEBUG": "false",
+    "SANDBOX": "false",
+    "SECRET_KEY": "test-" + "k" * 60,
+    "MKA1_API_KEY": "test-mka1-key-not-real",
+    "ALLOWED_HOSTS": "multichannel.example.test",
+    "SITE_URL": "https://multichannel.example.test",
+    "WHATSAPP_VERIFY_TOKEN": "test-verify",
+    "WHATSAPP_APP_SECRET": "test-app-secret",
+    "WHATSAPP_TOKEN": "test-token",
+    "WHATSAPP_PHONE_NUMBER_ID": "123",
+}
+
+
 def run_manage(tmp_path: Path, *args: str, **env: str) -> "subprocess.CompletedProcess[str]":
     """`manage.py <args>` on a SQLite database in `tmp_path`, with none of the app's
     variables the tests set, plus `env`: how a fresh machine's configuration behaves."""
