@@ -51,8 +51,17 @@ class AuditAction(models.TextChoices):
     RESPONSES_GET_FAILED = "responses.get.failed"
     CONVERSATIONS_ITEMS_GET = "conversations.items.get"
     CONVERSATIONS_ITEMS_GET_FAILED = "conversations.items.get.failed"
+    SPEECH_TRANSCRIPTIONS = "speech.transcriptions"
+    SPEECH_TRANSCRIPTIONS_FAILED = "speech.transcriptions.failed"
+    FILES_CREATE = "files.create"
+    FILES_CREATE_FAILED = "files.create.failed"
+    FEEDBACK_CREATE = "feedback.create"
+    FEEDBACK_CREATE_FAILED = "feedback.create.failed"
     SIGNIN_LINK_ISSUED = "signin.link_issued"
     SIGNIN_LINK_USED = "signin.link_used"
+    # A user asked for no more messages (STOP, or Meta's user_preferences), or resumed.
+    OPT_OUT = "optout.stop"
+    OPT_IN = "optout.start"
 
     @classmethod
     def failed(cls, operation: str) -> "AuditAction":

@@ -7,11 +7,12 @@ sent, and how to show an end user to a person.
 """
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from multichannel.models import EndUser, UserMessage
+    from multichannel.models import EndUser, Media, UserMessage
 
 
 class DeliveryError(Exception):
@@ -36,6 +37,12 @@ FixedReply = Callable[["UserMessage"], str]
 Expand = Callable[["UserMessage"], str]
 Keep = Callable[["UserMessage"], str]
 Label = Callable[["EndUser"], str | None]
+# The bytes of a file a user sent (raises multichannel.media.MediaError).
+FetchMedia = Callable[["Media"], bytes]
+# Whether the user asked for no messages (then nothing is answered or sent).
+Silenced = Callable[["UserMessage"], bool]
+# Around the work on a message (e.g. a "typing…" indicator while MKA1 thinks).
+Working = Callable[["UserMessage"], AbstractContextManager[None]]
 # Does this message text ask for the command? (e.g. LOGIN, case-insensitive)
 Command = Callable[[str], bool]
 
@@ -59,6 +66,9 @@ class ChannelContribution:
     # Message kind -> whether a text asks for it: commands any channel's user may type.
     commands: Mapping[str, Command] = field(default_factory=dict)
     end_user_label: Label | None = None
+    fetch_media: FetchMedia | None = None
+    silenced: Silenced | None = None
+    working: Working | None = None
 
 
 _contributions: dict[str, ChannelContribution] = {}
@@ -66,6 +76,32 @@ _contributions: dict[str, ChannelContribution] = {}
 
 def channel_register(contribution: ChannelContribution) -> None:
     _contributions[contribution.name] = contribution
+
+
+def _of_channel(channel: str) -> ChannelContribution | None:
+    for contribution in _contributions.values():
+        if contribution.channel == channel:
+            return contribution
+    return None
+
+
+def fetch_media(media: "Media") -> bytes:
+    contribution = _of_channel(media.message.channel)
+    if contribution is None or contribution.fetch_media is None:
+        raise LookupError(f"{media.message.channel} cannot fetch media")
+    return contribution.fetch_media(media)
+
+
+def silenced(message: "UserMessage") -> bool:
+    contribution = _of_channel(message.channel)
+    return bool(contribution and contribution.silenced and contribution.silenced(message))
+
+
+def working(message: "UserMessage") -> AbstractContextManager[None]:
+    contribution = _of_channel(message.channel)
+    if contribution is None or contribution.working is None:
+        return nullcontext()
+    return contribution.working(message)
 
 
 def deliver(message: "UserMessage") -> None:

@@ -141,17 +141,22 @@ class ServiceClient:
         params: Mapping[str, str] | None = None,
         auth: requests.auth.AuthBase | None = None,
         idempotent: bool = False,
+        stream: bool = False,
+        retries: int | None = None,
     ) -> Any:
-        """Send, retrying what `retry_now` allows; `read` turns each response into the
-        result or a ServiceError. Raises the last error."""
+        """Send, retrying what `retry_now` allows (up to `retries`, default max_retries);
+        `read` turns each response into the result or a ServiceError. Raises the last
+        error. With `stream`, `read` gets the response before its body is read (and
+        must close it)."""
+        limit = self.max_retries if retries is None else retries
         attempt = 0
         while True:
             outcome = self._attempt(
-                method, url, what, read, headers, data, params, auth, idempotent
+                method, url, what, read, headers, data, params, auth, idempotent, stream
             )
             if not isinstance(outcome, ServiceError):
                 return outcome
-            if not self.retry_now(outcome) or attempt >= self.max_retries:
+            if not self.retry_now(outcome) or attempt >= limit:
                 raise outcome
             delay = self.delay(attempt, outcome.retry_after)
             if delay is None:  # the server asked for a longer pause than we block for
@@ -162,7 +167,7 @@ class ServiceClient:
                 what,
                 outcome,
                 attempt + 1,
-                self.max_retries,
+                limit,
                 delay,
             )
             self._sleep(delay)
@@ -179,6 +184,7 @@ class ServiceClient:
         params: Mapping[str, str] | None,
         auth: requests.auth.AuthBase | None,
         idempotent: bool,
+        stream: bool,
     ) -> Any:
         try:
             response = self.session.request(
@@ -190,6 +196,7 @@ class ServiceClient:
                 auth=auth,
                 timeout=self.timeout,
                 allow_redirects=False,
+                stream=stream,
             )
         except requests.ConnectTimeout:
             return self.transport_error(what, TransportFailure.CONNECT, retry_safe=True)

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import requests
 from django.conf import settings
+from urllib3 import encode_multipart_formdata
 
 from audit.services import audit_ready
 from multichannel.http import (
@@ -186,7 +187,7 @@ class Mka1Client(ServiceClient):
         user_id: str,
         *,
         conversation_id: str,
-        message: str,
+        message: str | list[dict[str, Any]],
         previous_response_id: str | None,
         channel: Channel,
         metadata: Mapping[str, str] | None = None,
@@ -203,6 +204,72 @@ class Mka1Client(ServiceClient):
         body["stream"] = False
         body["metadata"] = {**(metadata or {}), "channel": channel}
         return self.request("POST", "/responses", user_id=user_id, json_body=body)
+
+    def transcribe(
+        self, user_id: str, *, filename: str, content: bytes, content_type: str
+    ) -> Mka1Object:
+        """Speech to text (`TranscriptionResponse`: text, language, ...)."""
+        return self.request(
+            "POST",
+            "/speech/transcriptions",
+            user_id=user_id,
+            multipart={"file": (filename, content, content_type)},
+        )
+
+    def upload_file(
+        self,
+        user_id: str,
+        *,
+        filename: str,
+        content: bytes,
+        content_type: str,
+        purpose: str = "user_data",
+    ) -> Mka1Object:
+        """A file MKA1 keeps for this user, to refer to by id in a response's input."""
+        return self.request(
+            "POST",
+            "/files",
+            user_id=user_id,
+            multipart={"file": (filename, content, content_type), "purpose": purpose},
+        )
+
+    def create_feedback(
+        self, user_id: str, *, response_id: str, rating: str, description: str | None = None
+    ) -> Mka1Object:
+        """Rate a stored response (`thumbs_up` or `thumbs_down`)."""
+        body: dict[str, Any] = {"id": response_id, "rating": rating}
+        if description:
+            body["description"] = description
+        return self.request("POST", "/feedback/responses", user_id=user_id, json_body=body)
+
+    def delete_response(self, user_id: str, response_id: str) -> Mka1Object:
+        return self.request("DELETE", f"/responses/{_segment(response_id)}", user_id=user_id)
+
+    def delete_conversation_item(
+        self, user_id: str, conversation_id: str, item_id: str
+    ) -> Mka1Object:
+        path = f"/conversations/{_segment(conversation_id)}/items/{_segment(item_id)}"
+        return self.request("DELETE", path, user_id=user_id)
+
+    def delete_conversation(self, user_id: str, conversation_id: str) -> Mka1Object:
+        return self.request(
+            "DELETE", f"/conversations/{_segment(conversation_id)}", user_id=user_id
+        )
+
+    def delete_file(self, user_id: str, file_id: str) -> Mka1Object:
+        return self.request("DELETE", f"/files/{_segment(file_id)}", user_id=user_id)
+
+    def list_transcriptions(
+        self, user_id: str, *, after: str | None = None, limit: int = 100
+    ) -> Mka1Object:
+        params = {"limit": str(limit), "order": "asc"}
+        if after is not None:
+            params["after"] = after
+        return self.request("GET", "/speech/transcriptions/history", user_id=user_id, params=params)
+
+    def delete_transcription(self, user_id: str, transcription_id: str) -> Mka1Object:
+        path = f"/speech/transcriptions/history/{_segment(transcription_id)}"
+        return self.request("DELETE", path, user_id=user_id)
 
     def get_response(self, user_id: str, response_id: str) -> Mka1Object:
         if not is_response_id(response_id):
@@ -242,6 +309,7 @@ class Mka1Client(ServiceClient):
         user_id: str,
         json_body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
+        multipart: Mapping[str, str | tuple[str, bytes, str]] | None = None,
     ) -> Mka1Object:
         if not user_id:
             raise ValueError("X-On-Behalf-Of (the end user id) is required on every call")
@@ -252,6 +320,9 @@ class Mka1Client(ServiceClient):
         if json_body is not None:
             headers["Content-Type"] = "application/json"
             data = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode()
+        elif multipart is not None:
+            # Encoded once, so a retry sends the very same bytes.
+            data, headers["Content-Type"] = encode_multipart_formdata(dict(multipart))
         what = f"MKA1 {method} {path}"
         # A POST that may have reached MKA1 (read timeout, connection lost) is not
         # repeated here: it could store a second response in the conversation.
@@ -264,7 +335,8 @@ class Mka1Client(ServiceClient):
             data=data,
             params=params,
             auth=self._auth,
-            idempotent=method in ("GET", "HEAD", "OPTIONS"),
+            # A repeated DELETE finds the object gone (404), which callers take as done.
+            idempotent=method in ("GET", "HEAD", "OPTIONS", "DELETE"),
         )
         return result
 

@@ -52,6 +52,8 @@ class Turn(models.Model):
     previous_response_id = models.CharField(max_length=128, null=True, blank=True)
     input_text = models.TextField()
     output_text = models.TextField(blank=True)
+    # The user's latest rating of this response (a 👍/👎 reaction on WhatsApp).
+    feedback = models.CharField(max_length=16, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -78,9 +80,14 @@ class UserMessage(models.Model):
     one at a time, in the order sent, whichever channel they came from."""
 
     class Kind(models.TextChoices):
-        """The core's own kind; channel apps add theirs (see multichannel.channels)."""
+        """The kinds the core answers through MKA1; channel apps add theirs (commands,
+        fixed replies: see multichannel.channels)."""
 
         TEXT = "text", "Text (answered by MKA1)"
+        AUDIO = "audio", "Voice note or audio (transcribed, then answered)"
+        IMAGE = "image", "Photo (shown to MKA1 with its caption)"
+        DOCUMENT = "document", "Document (given to MKA1 with its caption)"
+        FEEDBACK = "feedback", "A rating of a reply (a reaction): sent to MKA1, never answered"
 
     class State(models.TextChoices):
         QUEUED = "queued", "Queued"  # stored, not answered yet
@@ -124,6 +131,43 @@ class UserMessage(models.Model):
     @property
     def finished(self) -> bool:
         return self.state in (self.State.DELIVERED, self.State.FAILED)
+
+
+class Media(models.Model):
+    """A file a user sent with a message: fetched from the channel by the worker (never
+    in the webhook), kept in Django's storage under its SHA-256, and shown to MKA1 (a
+    voice note as its transcript, a photo or document as input)."""
+
+    message = models.OneToOneField(UserMessage, on_delete=models.PROTECT, related_name="media")
+    # The channel's id for the file (WhatsApp's media id: valid for days).
+    external_id = models.CharField(max_length=255)
+    mime_type = models.CharField(max_length=128)
+    filename = models.CharField(max_length=255, blank=True)
+    caption = models.TextField(blank=True)
+    voice = models.BooleanField(default=False, help_text="Recorded as a voice note")
+    # What the channel said the file's SHA-256 is; the download must match it.
+    expected_sha256 = models.CharField(max_length=64, blank=True)
+    # Set once the file is kept: its digest, size and name in storage.
+    sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    size = models.PositiveBigIntegerField(null=True, blank=True)
+    stored_name = models.CharField(max_length=255, blank=True)
+    # What MKA1 made of it: a voice note's transcript, an uploaded file's id.
+    transcript = models.TextField(blank=True)
+    transcript_language = models.CharField(max_length=32, blank=True)
+    transcribed = models.BooleanField(default=False)
+    mka1_file_id = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "media"
+
+    def __str__(self) -> str:
+        return f"{self.message.kind} {self.sha256[:12] or self.external_id}"
+
+    @property
+    def stored(self) -> bool:
+        return bool(self.stored_name)
 
 
 class ProcessingLease(models.Model):

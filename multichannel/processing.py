@@ -23,9 +23,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from multichannel.channels import DeliveryError, deliver, fixed_reply
+from multichannel.channels import DeliveryError, deliver, fixed_reply, silenced, working
 from multichannel.durability import stored_despite_outage
 from multichannel.limits import sender_notice_due, sender_token_take
+from multichannel.media import MediaError, TurnInput, media_reply, turn_input_prepare
 from multichannel.mka1 import Channel, Mka1Error, client
 from multichannel.models import ProcessingLease, UserMessage
 from multichannel.redaction import exception_text, redact
@@ -40,6 +41,13 @@ from multichannel.services import (
 logger = logging.getLogger(__name__)
 
 Outcome = Literal["done", "busy", "waiting"]
+# The kinds a turn answers through MKA1 (the rest get a fixed reply, or none).
+ANSWERED_BY_MKA1 = (
+    UserMessage.Kind.TEXT,
+    UserMessage.Kind.AUDIO,
+    UserMessage.Kind.IMAGE,
+    UserMessage.Kind.DOCUMENT,
+)
 UNFINISHED = (UserMessage.State.QUEUED, UserMessage.State.ANSWERED)
 
 
@@ -136,7 +144,15 @@ def _step(message: UserMessage) -> bool:
 
 
 def _answer(message: UserMessage) -> bool:
-    fixed = fixed_reply(message)
+    if silenced(message):
+        # The user asked for no messages (WhatsApp STOP): nothing is asked or sent.
+        message.error = "not answered: the user opted out"
+        _mark_answered(message, reply_text="")
+        return True
+    try:
+        fixed = fixed_reply(message)
+    except Mka1Error as exc:  # a reply that asks MKA1 something (a reaction's feedback)
+        return _retry_later(message, exc) if exc.transient else _give_up(message, exc)
     if fixed is not None:
         _mark_answered(message, reply_text=fixed)
         return True
@@ -144,6 +160,15 @@ def _answer(message: UserMessage) -> bool:
     if message.attempts == 0 and not sender_token_take(end_user_id=message.end_user_id):
         _mark_limited(message)
         return True
+    with working(message):
+        try:
+            prepared = turn_input_prepare(message)
+        except (MediaError, Mka1Error) as exc:  # a transcription or upload is audited there
+            return _retry_later(message, exc) if exc.transient else _give_up(message, exc)
+        return _ask(message, prepared)
+
+
+def _ask(message: UserMessage, prepared: TurnInput) -> bool:
     conversation = None
     channel = cast(Channel, message.channel)
     operation = "conversations.create"
@@ -152,7 +177,7 @@ def _answer(message: UserMessage) -> bool:
         operation = "responses.create"
         metadata = {"message_id": message.external_id} if message.external_id else None
         response = turn_request(
-            conversation=conversation, channel=channel, text=message.text, metadata=metadata
+            conversation=conversation, channel=channel, text=prepared.mka1, metadata=metadata
         )
 
         def store() -> None:
@@ -160,9 +185,9 @@ def _answer(message: UserMessage) -> bool:
                 turn = turn_store(
                     conversation=conversation,
                     channel=channel,
-                    text=message.text,
+                    text=prepared.text,
                     response=response,
-                    context=_context(message),
+                    context={**_context(message), "input": prepared.audit},
                 )
                 _mark_answered(message, reply_text=turn.output_text, turn=turn)
 
@@ -222,17 +247,26 @@ def _mark_limited(message: UserMessage) -> None:
     _mark_answered(message, reply_text=settings.SENDER_LIMIT_REPLY if notice else "")
 
 
-def _give_up(message: UserMessage, exc: Exception) -> None:
-    """MKA1 said no for good, or kept failing: apologise (the failure is audited)."""
-    logger.warning("message %s: giving up on MKA1: %s", message.pk, exc)
+def _give_up(message: UserMessage, exc: Exception) -> bool:
+    """MKA1 said no for good, a file cannot be used, or something kept failing: tell
+    the user (the failure is audited). A message that expects no reply (a reaction)
+    gets none. Returns True: the message moved on."""
+    logger.warning("message %s: giving up: %s", message.pk, exc)
     message.error = error_text(exc)
-    _mark_answered(message, reply_text=settings.FAILURE_REPLY)
+    if isinstance(exc, MediaError):
+        reply = media_reply(exc)
+    elif message.kind in ANSWERED_BY_MKA1:
+        reply = settings.FAILURE_REPLY
+    else:
+        reply = ""
+    _mark_answered(message, reply_text=reply)
+    return True
 
 
 def error_text(exc: Exception) -> str:
     """How a failure is kept on the message: our own errors by their (redacted) text,
     anything unexpected by its type and redacted text."""
-    if isinstance(exc, Mka1Error | DeliveryError | ChainConflictError):
+    if isinstance(exc, Mka1Error | DeliveryError | ChainConflictError | MediaError):
         return redact(str(exc))
     return exception_text(exc)
 

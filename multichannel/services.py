@@ -22,7 +22,7 @@ from multichannel.mka1 import (
     client,
     is_response_id,
 )
-from multichannel.models import Conversation, EndUser, Turn
+from multichannel.models import Conversation, EndUser, Turn, UserMessage
 from multichannel.redaction import redact, redact_value
 
 logger = logging.getLogger(__name__)
@@ -121,10 +121,11 @@ def turn_request(
     *,
     conversation: Conversation,
     channel: Channel,
-    text: str,
+    text: str | list[dict[str, Any]],
     metadata: Mapping[str, str] | None = None,
 ) -> Mka1Object:
-    """Ask MKA1 for the next response in the conversation (no database writes)."""
+    """Ask MKA1 for the next response in the conversation (no database writes). `text`
+    is the input: a string, or input items (a photo or a document with its question)."""
     response = client().create_response(
         conversation.end_user_id,
         conversation_id=conversation.mka1_conversation_id,
@@ -214,3 +215,37 @@ def assistant_text(data: Mapping[str, Any]) -> str:
         return "".join(parts)
     fallback = data.get("output_text")
     return fallback if isinstance(fallback, str) else ""
+
+
+def feedback_record(*, message: UserMessage, turn: Turn, rating: str | None) -> None:
+    """The user rated the reply `turn` produced (`thumbs_up`, `thumbs_down`, or None
+    when they took their rating back). A rating is sent to MKA1 as feedback on the
+    response, audited as `feedback.create`; taking it back is only stored."""
+    if rating is not None:
+        mka1 = client()
+        try:
+            answer = mka1.create_feedback(
+                turn.end_user_id, response_id=turn.response_id, rating=rating
+            )
+        except Mka1Error as exc:
+            mka1_failure_record(
+                channel=message.channel,
+                operation="feedback.create",
+                end_user_id=turn.end_user_id,
+                exc=exc,
+                response_id=turn.response_id,
+                conversation_id=turn.conversation.mka1_conversation_id,
+                context={"message_id": str(message.pk), "rating": rating},
+            )
+            raise
+        audit_event_record(
+            channel=message.channel,
+            action=AuditAction.FEEDBACK_CREATE,
+            end_user_id=turn.end_user_id,
+            response_id=turn.response_id,
+            conversation_id=turn.conversation.mka1_conversation_id,
+            full_response=answer,
+            api_key_fingerprint=mka1.key_fingerprint,
+            context={"message_id": str(message.pk), "rating": rating},
+        )
+    Turn.objects.filter(pk=turn.pk).update(feedback=rating or "")

@@ -112,8 +112,27 @@ WHATSAPP_MAX_RETRIES: int = env.int("WHATSAPP_MAX_RETRIES", default=3)
 WHATSAPP_MAX_BODY_BYTES: int = env.int("WHATSAPP_MAX_BODY_BYTES", default=1024 * 1024)
 WHATSAPP_UNSUPPORTED_REPLY: str = env.str(
     "WHATSAPP_UNSUPPORTED_REPLY",
-    default="Sorry, I can only read text messages for now. Please send your question as text.",
+    default="Sorry, I can't read this kind of message. Please send text, a voice note, "
+    "a photo or a document.",
 )
+# Opting out: STOP (and Meta's user_preferences "stop") ends every outbound message but
+# the confirmation; START resumes. Case-insensitive.
+WHATSAPP_STOP_KEYWORD: str = env.str("WHATSAPP_STOP_KEYWORD", default="STOP")
+WHATSAPP_START_KEYWORD: str = env.str("WHATSAPP_START_KEYWORD", default="START")
+WHATSAPP_STOP_REPLY: str = env.str(
+    "WHATSAPP_STOP_REPLY",
+    default="You won't get any more messages from us. Send START to talk again.",
+)
+WHATSAPP_START_REPLY: str = env.str(
+    "WHATSAPP_START_REPLY", default="Welcome back! Ask me anything."
+)
+# A reply outside WhatsApp's customer-service window (24 hours after the user's last
+# message) may only be a template: "name:language", e.g. "reengage:en_US". Unset, such
+# a reply is marked failed with the reason instead.
+WHATSAPP_REENGAGE_TEMPLATE: str = env.str("WHATSAPP_REENGAGE_TEMPLATE", default="")
+WHATSAPP_WINDOW_HOURS: float = env.float("WHATSAPP_WINDOW_HOURS", default=24.0)
+# "typing…" lasts about 25 s on the user's phone; it is shown again this often.
+WHATSAPP_TYPING_RENEW_SECONDS: float = env.float("WHATSAPP_TYPING_RENEW_SECONDS", default=20.0)
 # What a user on any channel is told when MKA1 refuses their message for good.
 # WHATSAPP_FAILURE_REPLY is its old name, still read (with a warning) when set alone.
 _DEFAULT_FAILURE_REPLY = "Sorry, something went wrong answering that. Please try again in a moment."
@@ -126,6 +145,27 @@ if "FAILURE_REPLY" not in os.environ and "WHATSAPP_FAILURE_REPLY" in os.environ:
     FAILURE_REPLY: str = env.str("WHATSAPP_FAILURE_REPLY")
 else:
     FAILURE_REPLY = env.str("FAILURE_REPLY", default=_DEFAULT_FAILURE_REPLY)
+
+# --- Media (voice notes, photos, documents) ------------------------------------------
+# Larger files are refused with MEDIA_FAILURE_REPLY (MKA1 transcribes up to 25 MB).
+MEDIA_MAX_BYTES: int = env.int("MEDIA_MAX_BYTES", default=25 * 1024 * 1024)
+# Photos and documents up to this size go to MKA1 inline (a data URI); larger ones are
+# uploaded first (files.create) and referred to by id.
+MKA1_INLINE_MEDIA_MAX_BYTES: int = env.int("MKA1_INLINE_MEDIA_MAX_BYTES", default=1024 * 1024)
+# What MKA1 is asked about a photo or a document sent without a caption.
+MEDIA_IMAGE_PROMPT: str = env.str("MEDIA_IMAGE_PROMPT", default="What is in this picture?")
+MEDIA_DOCUMENT_PROMPT: str = env.str(
+    "MEDIA_DOCUMENT_PROMPT", default="Please summarise this document."
+)
+# Told when a file cannot be used; {reason} says why.
+MEDIA_FAILURE_REPLY: str = env.str(
+    "MEDIA_FAILURE_REPLY", default="Sorry, I couldn't use your file: {reason}."
+)
+# Where kept files live: local files under MEDIA_ROOT, or an S3-compatible bucket
+# (MEDIA_S3_BUCKET, with django-storages: pip install -e ".[s3]"). Never served
+# publicly: only their owner fetches them, through the API.
+MEDIA_ROOT = env.str("MEDIA_ROOT", default=str(BASE_DIR / "media"))
+MEDIA_S3_BUCKET: str = env.str("MEDIA_S3_BUCKET", default="")
 
 # --- Web app ----------------------------------------------------------------------
 # The WhatsApp message that asks for a web sign-in link (case-insensitive).
@@ -330,6 +370,20 @@ STORAGES: dict[str, Any] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+if MEDIA_S3_BUCKET:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": MEDIA_S3_BUCKET,
+            "endpoint_url": env.str("MEDIA_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("MEDIA_S3_REGION", default="") or None,
+            "access_key": _secret("MEDIA_S3_ACCESS_KEY"),
+            "secret_key": _secret("MEDIA_S3_SECRET_KEY"),
+            "default_acl": "private",
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
 # In development, straight from the apps; in production from STATIC_ROOT (collectstatic).
 WHITENOISE_USE_FINDERS = DEBUG
 

@@ -262,14 +262,16 @@ def test_mka1_failing_transiently_for_too_long_ends_in_an_apology(receive, setti
 def test_graph_500_then_success_sends_once_without_asking_mka1_again(
     receive, mka1_calls: Calls
 ) -> None:
-    fault_inject("graph.messages", status=500, times=2)  # mark-read and the first send
+    # "typing…" (one attempt: cosmetic), then the mark-read's first try; the send works.
+    fault_inject("graph.messages", status=500, times=2)
     receive(wa.message_event(text="deliver me"))
     assert sent_texts() == ["You said: deliver me"]
     assert len(response_creates(mka1_calls)) == 1
 
 
 def test_graph_failing_for_long_is_retried_later_without_mka1(receive, mka1_calls: Calls) -> None:
-    fault_inject("graph.messages", status=503, times=8)  # past the client's own retries
+    # "typing…" (1), mark-read (4 with its retries), send (4): past the client's retries.
+    fault_inject("graph.messages", status=503, times=9)
     receive(wa.message_event(text="eventually"))
     message = the_message()
     assert message.state == UserMessage.State.ANSWERED
@@ -283,7 +285,7 @@ def test_graph_failing_for_long_is_retried_later_without_mka1(receive, mka1_call
 @pytest.mark.parametrize("code", [130429, 131056])
 def test_graph_rate_limits_are_retried_later(receive, code: int) -> None:
     body = {"error": {"message": "Rate limit hit", "code": code}}
-    fault_inject("graph.messages", status=400, body=body, times=2)
+    fault_inject("graph.messages", status=400, body=body, times=3)  # typing, mark-read, send
     receive(wa.message_event(text="throttled"))
     assert the_message().state == UserMessage.State.ANSWERED
     run_due_work()
@@ -292,7 +294,7 @@ def test_graph_rate_limits_are_retried_later(receive, code: int) -> None:
 
 def test_graph_permanent_failure_is_recorded_and_not_retried(receive) -> None:
     body = {"error": {"message": "Re-engagement message", "code": 131047}}
-    fault_inject("graph.messages", status=400, body=body, times=2)
+    fault_inject("graph.messages", status=400, body=body, times=3)  # typing, mark-read, send
     receive(wa.message_event(text="too late"))
     message = the_message()
     assert message.state == UserMessage.State.FAILED
@@ -305,7 +307,7 @@ def test_graph_permanent_failure_is_recorded_and_not_retried(receive) -> None:
 
 
 def test_a_waiting_reply_holds_back_the_users_later_messages(receive) -> None:
-    fault_inject("graph.messages", status=503, times=8)
+    fault_inject("graph.messages", status=503, times=9)  # typing, mark-read x4, send x4
     base = int(timezone.now().timestamp())
     receive(wa.message_event(text="first", timestamp=base))
     receive(wa.message_event(text="second", timestamp=base + 1))
@@ -572,7 +574,7 @@ def test_a_graph_error_echoing_the_access_token_is_stored_without_it(receive, se
             "code": 190,
         }
     }
-    fault_inject("graph.messages", status=401, body=echo, times=2)  # mark-read and the send
+    fault_inject("graph.messages", status=401, body=echo, times=3)  # typing, mark-read, send
     receive(wa.message_event(text="hello"))
     message = the_message()
     assert message.state == UserMessage.State.FAILED
@@ -615,7 +617,8 @@ def test_a_burst_of_texts_makes_only_the_senders_allowance_of_mka1_calls(
 ) -> None:
     settings.SENDER_BURST = 10
     settings.SENDER_REFILL_SECONDS = 600  # no refill during the test
-    events = [wa.message_event(text=f"spam {n}", timestamp=1_700_000_000 + n) for n in range(30)]
+    base = int(timezone.now().timestamp()) - 60
+    events = [wa.message_event(text=f"spam {n}", timestamp=base + n) for n in range(30)]
     receive(*events)
     messages = list(UserMessage.objects.order_by("sent_at", "id"))
     assert [m.state for m in messages] == [UserMessage.State.DELIVERED] * 30
@@ -630,15 +633,16 @@ def test_a_burst_of_texts_makes_only_the_senders_allowance_of_mka1_calls(
 def test_the_senders_allowance_refills_over_time(receive, settings, mka1_calls: Calls) -> None:
     settings.SENDER_BURST = 1
     settings.SENDER_REFILL_SECONDS = 600
-    receive(wa.message_event(text="one", timestamp=1_700_000_000))
-    receive(wa.message_event(text="two", timestamp=1_700_000_001))
+    base = int(timezone.now().timestamp()) - 60
+    receive(wa.message_event(text="one", timestamp=base))
+    receive(wa.message_event(text="two", timestamp=base + 1))
     assert len(response_creates(mka1_calls)) == 1
     cache_key = f"limits:sender:{the_first_user_id()}"
     from django.core.cache import cache
 
     tokens, since = cache.get(cache_key)
     cache.set(cache_key, (tokens, since - 600))  # ten minutes pass
-    receive(wa.message_event(text="three", timestamp=1_700_000_002))
+    receive(wa.message_event(text="three", timestamp=base + 2))
     assert len(response_creates(mka1_calls)) == 2
 
 

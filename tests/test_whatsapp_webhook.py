@@ -1,6 +1,9 @@
 """The webhook: Meta's handshake, signature checks, durable storage, statuses."""
 
+import time
+
 import pytest
+from django.conf import settings
 from django.test import Client, override_settings
 
 from multichannel.models import EndUser, UserMessage
@@ -166,10 +169,11 @@ def test_the_answer_is_queued_only_after_commit(
 def test_a_batch_from_several_users_stores_and_answers_every_message(
     post_webhook: PostWebhook, django_capture_on_commit_callbacks, mka1_calls: Calls
 ) -> None:
+    now = int(time.time())
     events = [
-        wa.message_event(wa_id="15550000001", text="one", timestamp=1000),
-        wa.message_event(wa_id="15550000002", text="two", timestamp=1001),
-        wa.message_event(wa_id="15550000001", text="three", timestamp=1002),
+        wa.message_event(wa_id="15550000001", text="one", timestamp=now - 3),
+        wa.message_event(wa_id="15550000002", text="two", timestamp=now - 2),
+        wa.message_event(wa_id="15550000001", text="three", timestamp=now - 1),
     ]
     payload = wa.webhook_payload(events[:2])
     # A second entry in the same delivery: every entry and change counts, not just the first.
@@ -259,8 +263,8 @@ def test_ids_of_two_known_senders_in_one_message_keep_the_message(
     assert (by_phone.bsuid, by_bsuid.wa_id) == (None, None)
 
 
-@pytest.mark.parametrize("kind", ["image", "audio", "location", "sticker", "reaction", "unknown"])
-def test_non_text_messages_get_the_text_only_reply_without_mka1(
+@pytest.mark.parametrize("kind", ["location", "sticker", "video", "contacts", "unknown"])
+def test_messages_we_cannot_read_get_the_polite_reply_without_mka1(
     post_webhook: PostWebhook,
     django_capture_on_commit_callbacks,
     mka1_calls: Calls,
@@ -272,9 +276,8 @@ def test_non_text_messages_get_the_text_only_reply_without_mka1(
     assert inbound.type == kind
     assert inbound.user_message.kind == UNSUPPORTED
     assert mka1_calls == []
-    assert sent_texts() == [
-        "Sorry, I can only read text messages for now. Please send your question as text."
-    ]
+    assert sent_texts() == [settings.WHATSAPP_UNSUPPORTED_REPLY]
+    assert "voice note, a photo or a document" in settings.WHATSAPP_UNSUPPORTED_REPLY
 
 
 # --- statuses --------------------------------------------------------------------------

@@ -5,6 +5,10 @@ import re
 from datetime import datetime
 from typing import Any
 
+from django.http import HttpResponse, HttpResponseBase
+from django.urls import reverse
+from django.utils.http import content_disposition_header
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import ParseError
@@ -12,9 +16,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from multichannel.media import media_content, media_thumbnail
 from multichannel.mka1 import Mka1Error, Mka1Object, is_response_id
-from multichannel.models import UserMessage
-from multichannel.selectors import messages_of_end_user
+from multichannel.models import Media, UserMessage
+from multichannel.selectors import media_of_end_user, messages_of_end_user
 from web.auth import DailyRetrievalThrottle, ReadThrottle, SendThrottle, principal
 from web.errors import BadRequest, ErrorSerializer, NotFound, upstream_error
 from web.services import (
@@ -53,6 +58,30 @@ class IsoDateTimeField(serializers.DateTimeField):
         return value.isoformat()
 
 
+class MediaSerializer(serializers.Serializer[Media]):
+    """A file the user sent: only its owner can fetch it (`url`, `thumbnail_url`)."""
+
+    id = serializers.IntegerField(source="pk")
+    kind = serializers.CharField(source="message.kind")
+    mime_type = serializers.CharField()
+    filename = serializers.CharField(allow_blank=True)
+    size = serializers.IntegerField(allow_null=True)
+    voice = serializers.BooleanField()
+    transcript = serializers.CharField(allow_blank=True, help_text="What a voice note said")
+    url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_url(self, media: Media) -> str | None:
+        return reverse("web:api-media", args=[media.pk]) if media.stored else None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_thumbnail_url(self, media: Media) -> str | None:
+        if not media.stored or media.message.kind != UserMessage.Kind.IMAGE:
+            return None
+        return reverse("web:api-media-thumbnail", args=[media.pk])
+
+
 class TurnSerializer(serializers.Serializer[UserMessage]):
     """A message of the user's, on either channel, with its reply when there is one."""
 
@@ -64,10 +93,23 @@ class TurnSerializer(serializers.Serializer[UserMessage]):
     reply = serializers.SerializerMethodField()
     response_id = serializers.CharField(source="turn.response_id", allow_null=True, default=None)
     limited = serializers.BooleanField(help_text="Over the sender's rate limit: not answered")
+    media = serializers.SerializerMethodField()
+    feedback = serializers.CharField(
+        source="turn.feedback",
+        default="",
+        help_text="The user's rating of the reply (thumbs_up, thumbs_down) or empty",
+    )
 
     @extend_schema_field(serializers.CharField())
     def get_text(self, message: UserMessage) -> str:
+        if message.kind in MEDIA_KINDS:
+            return message.text  # a caption, or nothing (a voice note shows its transcript)
         return message.text or "(not text)"
+
+    @extend_schema_field(MediaSerializer(allow_null=True))
+    def get_media(self, message: UserMessage) -> dict[str, Any] | None:
+        media = getattr(message, "media", None) if message.kind in MEDIA_KINDS else None
+        return MediaSerializer(media).data if media is not None else None
 
     @extend_schema_field(serializers.CharField(allow_blank=True))
     def get_reply(self, message: UserMessage) -> str:
@@ -95,6 +137,11 @@ class StoredResponseSerializer(serializers.Serializer[Mka1Object]):
 class ConversationItemSerializer(serializers.Serializer[Any]):
     conversation_id = serializers.CharField()
     item = serializers.JSONField(help_text="The MKA1 conversation item")
+
+
+MEDIA_KINDS = (UserMessage.Kind.AUDIO, UserMessage.Kind.IMAGE, UserMessage.Kind.DOCUMENT)
+# Served inline only when a browser can show them harmlessly; anything else downloads.
+INLINE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "audio/")
 
 
 class ResponseRetrieveApi(APIView):
@@ -209,3 +256,76 @@ class MessageRetrieveApi(APIView):
         if message is None:
             raise NotFound()
         return Response(TurnSerializer(message).data)
+
+
+class MediaApi(APIView):
+    """A file the signed-in user sent (a voice note, a photo, a document); nobody
+    else's, whatever the id."""
+
+    throttle_classes = [ReadThrottle]
+
+    @extend_schema(
+        operation_id="media_retrieve",
+        responses={
+            (200, "application/octet-stream"): OpenApiTypes.BINARY,
+            **SIGNED_OUT,
+            **NOT_FOUND,
+            **THROTTLED,
+        },
+    )
+    def get(self, request: Request, media_id: str) -> HttpResponseBase:
+        media = _owned_media(request, media_id)
+        inline = media.mime_type.startswith(INLINE_TYPES)
+        return _file_response(
+            media_content(media),
+            content_type=media.mime_type if inline else "application/octet-stream",
+            filename=media.filename or f"{media.message.kind}-{media.sha256[:12]}",
+            inline=inline,
+        )
+
+
+class MediaThumbnailApi(APIView):
+    """A small JPEG of a photo the signed-in user sent."""
+
+    throttle_classes = [ReadThrottle]
+
+    @extend_schema(
+        operation_id="media_thumbnail",
+        responses={
+            (200, "image/jpeg"): OpenApiTypes.BINARY,
+            **SIGNED_OUT,
+            **NOT_FOUND,
+            **THROTTLED,
+        },
+    )
+    def get(self, request: Request, media_id: str) -> HttpResponseBase:
+        media = _owned_media(request, media_id)
+        if media.message.kind != UserMessage.Kind.IMAGE:
+            raise NotFound()
+        try:
+            thumbnail = media_thumbnail(media)
+        except ValueError:
+            raise NotFound() from None  # not an image we can read
+        return _file_response(thumbnail, content_type="image/jpeg", filename="", inline=True)
+
+
+def _owned_media(request: Request, media_id: str) -> Media:
+    # The route takes any text, so every malformed id gets this JSON answer too.
+    if not media_id.isascii() or not media_id.isdigit() or len(media_id) > 18:
+        raise NotFound()
+    media = media_of_end_user(end_user=principal(request), media_id=int(media_id))
+    if media is None or not media.stored:
+        raise NotFound()
+    return media
+
+
+def _file_response(
+    content: bytes, *, content_type: str, filename: str, inline: bool
+) -> HttpResponse:
+    response = HttpResponse(content, content_type=content_type)
+    if not inline:
+        response["Content-Disposition"] = content_disposition_header(True, filename) or ""
+    # A user's file is theirs: never cached by a shared cache, never run as a page.
+    response["Cache-Control"] = "private, max-age=3600"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response

@@ -24,6 +24,12 @@ urlpatterns = [
     ),
     path("api/messages", apis.MessageSendApi.as_view(), name="api-messages"),
     re_path(
+        r"^api/media/(?P<media_id>[^/]+)/thumbnail$",
+        apis.MediaThumbnailApi.as_view(),
+        name="api-media-thumbnail",
+    ),
+    re_path(r"^api/media/(?P<media_id>[\s\S]+)$", apis.MediaApi.as_view(), name="api-media"),
+    re_path(
         r"^api/messages/(?P<message_id>[\s\S]+)$",
         apis.MessageRetrieveApi.as_view(),
         name="api-message",

@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from django.conf import settings
@@ -41,6 +42,26 @@ class GraphError(ServiceError):
         self.code = code
 
 
+class MediaTooLargeError(ValueError):
+    """The media is larger than we accept: no retry will change that."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"media of {size} bytes is over the {limit}-byte limit")
+        self.size = size
+        self.limit = limit
+
+
+def _addressed(to: str | None, recipient: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual"}
+    if to:
+        body["to"] = to
+    elif recipient:
+        body["recipient"] = recipient
+    else:
+        raise ValueError("a reply needs a phone number (to) or a business-scoped user id")
+    return body
+
+
 class GraphClient(ServiceClient):
     name = "Graph API"
 
@@ -66,26 +87,43 @@ class GraphClient(ServiceClient):
             secret=token,
         )
         self._token = token
+        self.version = version
         self.url = f"{self.base_url}/{version}/{phone_number_id}/messages"
 
     def __repr__(self) -> str:
         return f"<GraphClient {self.url}>"
 
-    def send_text(self, *, text: str, to: str | None = None, recipient: str | None = None) -> str:
+    def send_text(
+        self,
+        *,
+        text: str,
+        to: str | None = None,
+        recipient: str | None = None,
+        reply_to: str | None = None,
+    ) -> str:
         """Send one text message; returns its WhatsApp message id. Users known only by
-        a business-scoped user id are addressed with `recipient` instead of `to`."""
+        a business-scoped user id are addressed with `recipient` instead of `to`;
+        `reply_to` quotes the user's message it answers."""
         if len(text) > TEXT_LIMIT:
             raise ValueError(f"text longer than {TEXT_LIMIT} characters; split it first")
-        body: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual"}
-        if to:
-            body["to"] = to
-        elif recipient:
-            body["recipient"] = recipient
-        else:
-            raise ValueError("a reply needs a phone number (to) or a business-scoped user id")
+        body = _addressed(to, recipient)
+        if reply_to:
+            body["context"] = {"message_id": reply_to}
         body["type"] = "text"
         body["text"] = {"preview_url": False, "body": text}
-        answer = self.request(body, idempotent=False)
+        return self._sent_id(self.request(body, idempotent=False))
+
+    def send_template(
+        self, *, name: str, language: str, to: str | None = None, recipient: str | None = None
+    ) -> str:
+        """Send an approved template: the only message allowed outside the 24-hour
+        customer-service window."""
+        body = _addressed(to, recipient)
+        body["type"] = "template"
+        body["template"] = {"name": name, "language": {"code": language}}
+        return self._sent_id(self.request(body, idempotent=False))
+
+    def _sent_id(self, answer: dict[str, Any]) -> str:
         try:
             return str(answer["messages"][0]["id"])
         except (KeyError, IndexError, TypeError):
@@ -97,7 +135,81 @@ class GraphClient(ServiceClient):
             idempotent=True,
         )
 
-    def request(self, body: Mapping[str, Any], *, idempotent: bool) -> dict[str, Any]:
+    def typing(self, wamid: str) -> None:
+        """Mark the user's message read and show "typing…" (for about 25 seconds, or until
+        the reply arrives). One attempt: it is cosmetic, and renewed while work goes on."""
+        self.request(
+            {
+                "messaging_product": "whatsapp",
+                "status": "read",
+                "message_id": wamid,
+                "typing_indicator": {"type": "text"},
+            },
+            idempotent=True,
+            retries=0,
+        )
+
+    def media_info(self, media_id: str) -> dict[str, Any]:
+        """Where to download a user's media: `{url, mime_type, sha256, file_size, id}`.
+        The URL lives minutes; the media id days."""
+        result: dict[str, Any] = self.send(
+            "GET",
+            f"{self.base_url}/{self.version}/{quote(media_id, safe='')}",
+            what="Graph API media",
+            read=self._read,
+            headers={"Authorization": f"Bearer {self._token}"},
+            idempotent=True,
+        )
+        return result
+
+    def media_download(self, url: str, *, max_bytes: int) -> bytes:
+        """The media's bytes from the URL `media_info` gave (bearer token required).
+        Refuses more than `max_bytes` without reading it all."""
+        result: bytes = self.send(
+            "GET",
+            url,
+            what="Graph API media download",
+            read=lambda response: self._read_bytes(response, max_bytes),
+            headers={"Authorization": f"Bearer {self._token}"},
+            idempotent=True,
+            stream=True,
+        )
+        return result
+
+    def _read_bytes(self, response: requests.Response, max_bytes: int) -> bytes | GraphError:
+        if not 200 <= response.status_code < 300:
+            response.close()
+            expired = response.status_code in (401, 403, 404, 410)
+            return GraphError(
+                f"Graph API media download: HTTP {response.status_code}",
+                # An expired URL: the next attempt asks for a fresh one.
+                transient=expired or response.status_code >= 500,
+                status=response.status_code,
+            )
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > max_bytes:
+            response.close()
+            raise MediaTooLargeError(int(declared), max_bytes)
+        chunks, size = [], 0
+        try:
+            for chunk in response.iter_content(65536):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise MediaTooLargeError(size, max_bytes)
+                chunks.append(chunk)
+        except requests.RequestException:
+            # Broken off mid-stream: what arrived is not the file; try again later.
+            return GraphError("Graph API media download: broken off", transient=True)
+        finally:
+            response.close()
+        content = b"".join(chunks)
+        if declared and declared.isdigit() and int(declared) != len(content):
+            return GraphError("Graph API media download: incomplete", transient=True)
+        return content
+
+    def request(
+        self, body: Mapping[str, Any], *, idempotent: bool, retries: int | None = None
+    ) -> dict[str, Any]:
         result: dict[str, Any] = self.send(
             "POST",
             self.url,
@@ -109,6 +221,7 @@ class GraphClient(ServiceClient):
             },
             data=json.dumps(body, ensure_ascii=False).encode(),
             idempotent=idempotent,
+            retries=retries,
         )
         return result
 

@@ -12,6 +12,8 @@ class WhatsAppIdentity(models.Model):
     )
     wa_id = models.CharField(max_length=32, unique=True, null=True, blank=True)
     bsuid = models.CharField(max_length=128, unique=True, null=True, blank=True)
+    # Set while the user has asked for no messages (STOP, or Meta's user_preferences).
+    opted_out_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -64,6 +66,12 @@ class InboundMessage(models.Model):
     read_marked = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        indexes = [
+            # The user's last message opens WhatsApp's 24-hour customer-service window.
+            models.Index(fields=["identity", "sent_at"], name="inbound_identity_sent"),
+        ]
+
     def __str__(self) -> str:
         return self.wamid
 
@@ -85,6 +93,8 @@ class OutboundMessage(models.Model):
     wamid = models.CharField(max_length=255, unique=True, null=True, blank=True)
     recipient = models.CharField(max_length=128)
     text = models.TextField()
+    # A template is sent instead of the reply outside the 24-hour window.
+    template = models.CharField(max_length=128, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACCEPTED)
     status_at = models.DateTimeField(null=True, blank=True)
     errors = models.JSONField(default=list, blank=True)

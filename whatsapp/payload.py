@@ -3,23 +3,38 @@ status; anything of an unexpected shape is skipped (the raw body is kept anyway)
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 STATUS_VALUES = ("sent", "delivered", "read", "failed")
+MEDIA_TYPES = ("audio", "image", "document")
+PREFERENCE_VALUES = ("stop", "resume")
 # The lengths of the columns these ids are stored in (whatsapp.models). A longer id is
 # not one Meta sends: it is treated as absent rather than failing the whole delivery.
 WAMID_MAX = 255
 WA_ID_MAX = 32
 BSUID_MAX = 128
 PHONE_NUMBER_ID_MAX = 64
+MEDIA_ID_MAX = 255
 # Deeper than any Meta payload, and far from Python's recursion limit when the ORM
 # serializes a message's raw JSON.
 MAX_DEPTH = 32
 # PostgreSQL stores no NUL character in text or JSON, and no database stores a lone
 # surrogate (which json.loads accepts, from an escape such as "\ud800").
 UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class IncomingMedia:
+    """A voice note, photo or document: WhatsApp sends its id, never its bytes."""
+
+    id: str
+    mime_type: str
+    sha256: str
+    caption: str
+    filename: str
+    voice: bool
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,19 @@ class IncomingMessage:
     sent_at: datetime
     phone_number_id: str
     raw: dict[str, Any]
+    media: IncomingMedia | None = None
+    # A reaction: the message reacted to, and the emoji ("" when it was removed).
+    reaction: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class PreferenceUpdate:
+    """Meta's `user_preferences` webhook: the user stopped or resumed messages."""
+
+    wa_id: str | None
+    bsuid: str | None
+    value: str  # "stop" or "resume"
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -47,6 +75,7 @@ class ParsedWebhook:
     object: str
     messages: list[IncomingMessage]
     statuses: list[StatusUpdate]
+    preferences: list[PreferenceUpdate] = field(default_factory=list)
 
 
 def _list(value: Any) -> list[Any]:
@@ -97,6 +126,7 @@ def _when(value: Any, fallback: datetime) -> datetime:
 def parse_webhook(payload: dict[str, Any], *, received_at: datetime) -> ParsedWebhook:
     messages: list[IncomingMessage] = []
     statuses: list[StatusUpdate] = []
+    preferences: list[PreferenceUpdate] = []
     payload = storable(payload)
     obj = _str(payload.get("object")) or ""
     if obj != "whatsapp_business_account":
@@ -104,6 +134,13 @@ def parse_webhook(payload: dict[str, Any], *, received_at: datetime) -> ParsedWe
     for entry in _list(payload.get("entry")):
         for change in _list(_dict(entry).get("changes")):
             change = _dict(change)
+            if change.get("field") == "user_preferences":
+                value = _dict(change.get("value"))
+                for raw in _list(value.get("user_preferences")):
+                    preference = _preference(_dict(raw), received_at)
+                    if preference is not None:
+                        preferences.append(preference)
+                continue
             if change.get("field") != "messages":
                 continue
             value = _dict(change.get("value"))
@@ -118,7 +155,7 @@ def parse_webhook(payload: dict[str, Any], *, received_at: datetime) -> ParsedWe
                 status = _status(_dict(raw), received_at)
                 if status is not None:
                     statuses.append(status)
-    return ParsedWebhook(obj, messages, statuses)
+    return ParsedWebhook(obj, messages, statuses, preferences)
 
 
 def _message(
@@ -138,9 +175,19 @@ def _message(
         return None
     kind = _str(raw.get("type")) or "unknown"
     text = ""
+    media = reaction = None
     if kind == "text":
         body = _dict(raw.get("text")).get("body")
         text = body if isinstance(body, str) else ""
+    elif kind in MEDIA_TYPES:
+        media = _media(_dict(raw.get(kind)))
+        text = media.caption if media else ""
+    elif kind == "reaction":
+        reacted = _dict(raw.get("reaction"))
+        target = _id(reacted.get("message_id"), WAMID_MAX)
+        emoji = reacted.get("emoji")
+        if target is not None:
+            reaction = (target, emoji if isinstance(emoji, str) else "")
     return IncomingMessage(
         wamid=wamid,
         wa_id=wa_id,
@@ -150,6 +197,34 @@ def _message(
         sent_at=_when(raw.get("timestamp"), now),
         phone_number_id=phone_number_id,
         raw=raw,
+        media=media,
+        reaction=reaction,
+    )
+
+
+def _media(raw: dict[str, Any]) -> IncomingMedia | None:
+    media_id = _id(raw.get("id"), MEDIA_ID_MAX)
+    if media_id is None:
+        return None  # nothing to fetch: answered as an unsupported message
+    caption, filename = raw.get("caption"), raw.get("filename")
+    return IncomingMedia(
+        id=media_id,
+        mime_type=(_str(raw.get("mime_type")) or "application/octet-stream")[:128],
+        sha256=(_str(raw.get("sha256")) or "")[:64],
+        caption=caption if isinstance(caption, str) else "",
+        filename=(filename if isinstance(filename, str) else "")[:255],
+        voice=raw.get("voice") is True,
+    )
+
+
+def _preference(raw: dict[str, Any], now: datetime) -> PreferenceUpdate | None:
+    value = _str(raw.get("value"))
+    wa_id = _id(raw.get("wa_id"), WA_ID_MAX)
+    bsuid = _id(raw.get("user_id"), BSUID_MAX)
+    if value not in PREFERENCE_VALUES or (wa_id is None and bsuid is None):
+        return None
+    return PreferenceUpdate(
+        wa_id=wa_id, bsuid=bsuid, value=value, at=_when(raw.get("timestamp"), now)
     )
 
 

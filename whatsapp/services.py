@@ -3,22 +3,28 @@ import hmac
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit.models import AuditAction
+from audit.services import audit_event_record
 from multichannel.channels import command_kind
-from multichannel.models import Channel, EndUser, UserMessage
+from multichannel.models import Channel, EndUser, Media, UserMessage
 from multichannel.tasks import process_end_user_on_commit
 from whatsapp.models import InboundMessage, OutboundMessage, WebhookDelivery, WhatsAppIdentity
-from whatsapp.payload import IncomingMessage, StatusUpdate, parse_webhook
+from whatsapp.payload import IncomingMessage, PreferenceUpdate, StatusUpdate, parse_webhook
 
 logger = logging.getLogger(__name__)
 
 # A message we cannot read (a sticker, a location, an empty text): a fixed reply.
 UNSUPPORTED = "unsupported"
+# Opting out and back in (WHATSAPP_STOP_KEYWORD, WHATSAPP_START_KEYWORD).
+STOP = "stop"
+START = "start"
 
 
 def identity_resolve(*, wa_id: str | None, bsuid: str | None) -> WhatsAppIdentity:
@@ -161,6 +167,8 @@ def webhook_receive(*, raw_body: bytes, payload: dict[str, Any]) -> WebhookResul
                 stored += 1
                 users.add(end_user_id)
         applied = statuses_apply(parsed.statuses)
+        if parsed.preferences:
+            preferences_apply(parsed.preferences)
     for end_user_id in sorted(users):
         process_end_user_on_commit(end_user_id)
     return WebhookResult(delivery.pk, stored, duplicates, applied)
@@ -185,11 +193,22 @@ def inbound_wamids_stored(*, wamids: list[str]) -> set[str]:
     return stored
 
 
+MEDIA_KINDS = {
+    "audio": UserMessage.Kind.AUDIO,
+    "image": UserMessage.Kind.IMAGE,
+    "document": UserMessage.Kind.DOCUMENT,
+}
+
+
 def message_kind(message: IncomingMessage) -> str:
+    if message.media is not None:
+        return MEDIA_KINDS[message.type]
+    if message.reaction is not None:
+        return UserMessage.Kind.FEEDBACK  # a rating of our reply: never answered
     text = message.text.strip()
     if message.type != "text" or not text:
         return UNSUPPORTED
-    # A command another app answers (LOGIN: a sign-in link), never sent to MKA1.
+    # A command (LOGIN: a sign-in link; STOP, START), never sent to MKA1.
     return command_kind(text) or UserMessage.Kind.TEXT
 
 
@@ -218,10 +237,56 @@ def inbound_message_store(*, delivery: WebhookDelivery, message: IncomingMessage
                 sent_at=message.sent_at,
                 raw=message.raw,
             )
+            if message.media is not None:
+                media = message.media
+                Media.objects.create(
+                    message=user_message,
+                    external_id=media.id,
+                    mime_type=media.mime_type,
+                    filename=media.filename,
+                    caption=media.caption,
+                    voice=media.voice,
+                    expected_sha256=media.sha256,
+                )
     except IntegrityError:
         # The same message id arrived in a concurrent delivery that committed first.
         return None
     return identity.end_user_id
+
+
+def preferences_apply(preferences: list[PreferenceUpdate]) -> int:
+    """Meta's user_preferences webhook: a user who stopped gets no further messages
+    until they resume (or send START). Each change is audited."""
+    applied = 0
+    for preference in preferences:
+        identity = identity_resolve(wa_id=preference.wa_id, bsuid=preference.bsuid)
+        applied += opt_out_set(
+            identity=identity,
+            stopped=preference.value == "stop",
+            source="user_preferences",
+            at=preference.at,
+        )
+    return applied
+
+
+def opt_out_set(
+    *, identity: WhatsAppIdentity, stopped: bool, source: str, at: datetime | None = None
+) -> int:
+    """Record that the user stopped (or resumed) messages; 1 if that changed anything."""
+    with transaction.atomic():
+        locked = WhatsAppIdentity.objects.select_for_update().get(pk=identity.pk)
+        if (locked.opted_out_at is not None) == stopped:
+            return 0
+        locked.opted_out_at = (at or timezone.now()) if stopped else None
+        locked.save(update_fields=["opted_out_at", "updated_at"])
+        audit_event_record(
+            channel=Channel.WHATSAPP,
+            action=AuditAction.OPT_OUT if stopped else AuditAction.OPT_IN,
+            end_user_id=locked.end_user_id,
+            context={"source": source},
+        )
+    identity.opted_out_at = locked.opted_out_at
+    return 1
 
 
 def statuses_apply(statuses: list[StatusUpdate]) -> int:

@@ -23,16 +23,43 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+function renderMedia(media) {
+  // Files are fetched from our own API, which serves them to their owner only.
+  const box = el("div", { class: "media", "data-kind": media.kind });
+  if (media.kind === "image" && media.thumbnail_url) {
+    const link = el("a", { href: media.url, target: "_blank", rel: "noopener" },
+      el("img", { src: media.thumbnail_url, alt: "Photo you sent", class: "thumb" }));
+    box.append(link);
+  } else if (media.kind === "audio") {
+    box.append(el("div", { class: "voice" }, media.voice ? "🎤 Voice note" : "🎵 Audio"));
+    if (media.transcript) box.append(el("div", { class: "transcript" }, `“${media.transcript}”`));
+    if (media.url) box.append(el("audio", { controls: "", preload: "none", src: media.url }));
+  } else if (media.kind === "document") {
+    const name = media.filename || "document";
+    box.append(media.url
+      ? el("a", { href: media.url, download: name, class: "document" }, `📄 ${name}`)
+      : el("span", { class: "document" }, `📄 ${name}`));
+  }
+  return box;
+}
+
 function renderTurn(turn) {
   const badge = el("span", { class: `badge ${turn.channel}` }, turn.channel === "whatsapp" ? "WhatsApp" : "Web");
-  const item = el("li", { class: "turn", "data-id": String(turn.id), "data-state": turn.state },
-    el("div", { class: "user" }, badge, " ", turn.text));
+  const said = el("div", { class: "user" }, badge, " ");
+  if (turn.media) said.append(renderMedia(turn.media));
+  if (turn.text) said.append(turn.text);
+  const item = el("li", { class: "turn", "data-id": String(turn.id), "data-state": turn.state }, said);
   if (turn.reply) {
     const meta = el("div", { class: "meta" });
     if (turn.response_id) {
       const open = el("button", { class: "link", type: "button", "data-response-id": turn.response_id }, turn.response_id);
       open.addEventListener("click", () => openResponse(turn.response_id));
       meta.append(open);
+    }
+    if (turn.feedback) {
+      const up = turn.feedback === "thumbs_up";
+      meta.append(" ", el("span", { class: `feedback ${turn.feedback}`, title: "Your rating of this answer" },
+        up ? "👍 rated helpful" : "👎 rated unhelpful"));
     }
     item.append(el("div", { class: "bot" }, turn.reply, meta));
   } else {
