@@ -165,3 +165,82 @@ def test_split_prefers_paragraphs_then_sentences_then_words() -> None:
 def test_a_single_overlong_word_is_cut_at_the_limit() -> None:
     parts = split_message("x" * 10_000)
     assert [len(p) for p in parts] == [4096, 4096, 1808]
+
+
+# --- media, typing, quotes, templates ---------------------------------------------------
+
+MEDIA_URL = "https://graph.test/v25.0/media-1"
+DOWNLOAD = "https://lookaside.test/whatsapp_business/attachments/?mid=1&hash=x"
+
+
+@responses.activate
+def test_media_info_asks_for_the_media_id_with_the_token(graph) -> None:
+    client, _ = graph
+    info = {"url": DOWNLOAD, "mime_type": "audio/ogg", "sha256": "ab", "file_size": 3, "id": "m"}
+    responses.get(MEDIA_URL, json=info)
+    assert client.media_info("media-1") == info
+    assert responses.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+@responses.activate
+def test_a_download_sends_the_token_and_returns_the_bytes(graph) -> None:
+    client, _ = graph
+    responses.get(DOWNLOAD, body=b"OggS-voice", content_type="audio/ogg")
+    assert client.media_download(DOWNLOAD, max_bytes=100) == b"OggS-voice"
+    assert responses.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+@responses.activate
+def test_a_download_over_the_limit_is_refused_without_reading_it_all(graph) -> None:
+    from whatsapp.graph import MediaTooLargeError
+
+    client, _ = graph
+    responses.get(DOWNLOAD, body=b"x" * 1000)
+    with pytest.raises(MediaTooLargeError):
+        client.media_download(DOWNLOAD, max_bytes=100)
+
+
+@responses.activate
+@pytest.mark.parametrize("status", [401, 404, 410, 500])
+def test_an_expired_or_failing_download_is_transient(graph, status: int) -> None:
+    client, _ = graph
+    responses.get(DOWNLOAD, status=status)
+    with pytest.raises(GraphError) as caught:
+        client.media_download(DOWNLOAD, max_bytes=100)
+    assert caught.value.transient  # the next attempt asks for a fresh URL
+
+
+@responses.activate
+def test_typing_marks_read_and_shows_the_indicator_once(graph) -> None:
+    client, slept = graph
+    responses.post(URL, status=500)
+    with pytest.raises(GraphError):
+        client.typing("wamid.IN")
+    assert len(responses.calls) == 1  # cosmetic: no retries
+    assert json.loads(responses.calls[0].request.body or b"") == {
+        "messaging_product": "whatsapp",
+        "status": "read",
+        "message_id": "wamid.IN",
+        "typing_indicator": {"type": "text"},
+    }
+    assert slept == []
+
+
+@responses.activate
+def test_a_reply_can_quote_the_message_it_answers(graph) -> None:
+    client, _ = graph
+    responses.post(URL, json=ok())
+    client.send_text(text="answer", to="15551234567", reply_to="wamid.Q")
+    assert json.loads(responses.calls[0].request.body or b"")["context"] == {
+        "message_id": "wamid.Q"
+    }
+
+
+@responses.activate
+def test_a_template_is_sent_by_name_and_language(graph) -> None:
+    client, _ = graph
+    responses.post(URL, json=ok("wamid.T"))
+    assert client.send_template(name="reengage", language="en_US", to="155") == "wamid.T"
+    body = json.loads(responses.calls[0].request.body or b"")
+    assert body["type"] == "template"
+    assert body["template"] == {"name": "reengage", "language": {"code": "en_US"}}

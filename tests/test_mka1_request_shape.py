@@ -23,6 +23,7 @@ from tests.support.mka1 import (
     CALLS,
     KEY,
     MODEL,
+    MULTIPART_CALLS,
     RESPONSE,
     USER,
     MakeClient,
@@ -55,7 +56,9 @@ def test_every_call_sends_bearer_and_on_behalf_of_to_the_exact_path(
     assert request.headers["Authorization"] == f"Bearer {KEY}"
     assert request.headers["X-On-Behalf-Of"] == USER
     assert request.headers["Accept"] == "application/json"
-    if method == "POST":
+    if name in MULTIPART_CALLS:
+        assert request.headers["Content-Type"].startswith("multipart/form-data; boundary=")
+    elif method == "POST":
         assert request.headers["Content-Type"] == "application/json"
 
 

@@ -106,4 +106,55 @@ CALLS: list[tuple[str, str, str, Callable[[Mka1Client], object]]] = [
         "/api/v1/llm/conversations/conv_1/items?order=asc",
         lambda c: c.list_conversation_items(USER, "conv_1"),
     ),
+    (
+        "transcribe",
+        "POST",
+        "/api/v1/llm/speech/transcriptions",
+        lambda c: c.transcribe(USER, filename="v.ogg", content=b"OggS", content_type="audio/ogg"),
+    ),
+    (
+        "upload_file",
+        "POST",
+        "/api/v1/llm/files",
+        lambda c: c.upload_file(USER, filename="a.pdf", content=b"%PDF", content_type="x/y"),
+    ),
+    (
+        "create_feedback",
+        "POST",
+        "/api/v1/llm/feedback/responses",
+        lambda c: c.create_feedback(USER, response_id="resp_abc123", rating="thumbs_up"),
+    ),
+    (
+        "delete_response",
+        "DELETE",
+        "/api/v1/llm/responses/resp_abc123",
+        lambda c: c.delete_response(USER, "resp_abc123"),
+    ),
+    (
+        "delete_conversation_item",
+        "DELETE",
+        "/api/v1/llm/conversations/conv_1/items/msg_9",
+        lambda c: c.delete_conversation_item(USER, "conv_1", "msg_9"),
+    ),
+    (
+        "delete_conversation",
+        "DELETE",
+        "/api/v1/llm/conversations/conv_1",
+        lambda c: c.delete_conversation(USER, "conv_1"),
+    ),
+    ("delete_file", "DELETE", "/api/v1/llm/files/file-1", lambda c: c.delete_file(USER, "file-1")),
+    (
+        "list_transcriptions",
+        "GET",
+        "/api/v1/llm/speech/transcriptions/history?limit=100&order=asc",
+        lambda c: c.list_transcriptions(USER),
+    ),
+    (
+        "delete_transcription",
+        "DELETE",
+        "/api/v1/llm/speech/transcriptions/history/stt_1",
+        lambda c: c.delete_transcription(USER, "stt_1"),
+    ),
 ]
+# Calls that send a file (multipart/form-data rather than JSON).
+MULTIPART_CALLS = ("transcribe", "upload_file")
