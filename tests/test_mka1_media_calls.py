@@ -25,7 +25,7 @@ from tests.support.mka1 import (
 )
 
 
-def form_fields(request: Any) -> dict[str, tuple[str | None, bytes, str]]:
+def form_fields(request: Any) -> dict[Any, tuple[Any, Any, str]]:
     """A multipart/form-data body as {name: (filename, content, content type)}."""
     raw = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode() + request.body
     parsed = message_from_bytes(raw, policy=email_policy)
