@@ -42,6 +42,12 @@ def _empty_cache() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _media_in_a_scratch_folder(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Files users send are kept in storage; tests keep theirs out of the checkout.
+    settings.MEDIA_ROOT = str(tmp_path_factory.mktemp("media"))
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: Any) -> None:
     # Real hashing is deliberately slow; tests only need passwords to work.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

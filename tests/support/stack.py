@@ -216,6 +216,7 @@ class Stack:
                 "REDIS_URL": redis_url,
                 "HUEY_SQLITE_PATH": str(workdir / "queue.sqlite3"),
                 "CACHE_DIR": str(workdir / "cache"),
+                "MEDIA_ROOT": str(workdir / "media"),
                 "HUEY_IMMEDIATE": "false",
                 "LOG_FORMAT": "json",
                 "MKA1_API_KEY": MKA1_API_KEY,
