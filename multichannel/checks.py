@@ -1,5 +1,6 @@
 """System checks for contradictory or unusable configuration (stable ids)."""
 
+import ipaddress
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -97,6 +98,17 @@ def check_settings(
                 id="multichannel.E013",
             )
         )
+    for network in settings.METRICS_ALLOWED_NETWORKS:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            errors.append(
+                Error(
+                    f"METRICS_ALLOWED_NETWORKS holds {network!r}, which is not a network.",
+                    hint="Use CIDRs such as 10.0.0.0/8, separated by commas.",
+                    id="multichannel.E014",
+                )
+            )
     if settings.RETRY_DELAY_MAX_SECONDS <= 0:
         errors.append(
             Error("RETRY_DELAY_MAX_SECONDS must be a positive number.", id="multichannel.E007")

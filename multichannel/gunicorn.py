@@ -51,6 +51,16 @@ max_requests_jitter = 1000
 # of that user on the machine would share (and the first to stop would delete).
 control_socket_disable = True
 logger_class = RedactingLogger
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    # Metrics of a worker that is gone stop counting as live (multiprocess mode).
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
 accesslog = "-"
 errorlog = "-"
 # No query strings in the access log: sign-in tokens and ids stay out of it.

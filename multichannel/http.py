@@ -16,11 +16,13 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import _lru_cache_wrapper, lru_cache
 from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from django.core.signals import setting_changed
 from requests.adapters import BaseAdapter, HTTPAdapter
 
+from multichannel.metrics import OUTSIDE_CALLS, OUTSIDE_SECONDS, operation_label
 from multichannel.redaction import redact
 
 # Adapters for URL schemes served in process (the sandbox registers `sandbox://`).
@@ -186,6 +188,11 @@ class ServiceClient:
         idempotent: bool,
         stream: bool,
     ) -> Any:
+        # Named by the path below the service's base URL (the same in every deployment).
+        path = urlsplit(url).path
+        base = urlsplit(self.base_url).path
+        operation = operation_label(method, path[len(base) :] if path.startswith(base) else path)
+        started = time.monotonic()
         try:
             response = self.session.request(
                 method,
@@ -198,24 +205,35 @@ class ServiceClient:
                 allow_redirects=False,
                 stream=stream,
             )
-        except requests.ConnectTimeout:
+        except requests.RequestException as exc:
+            self._observe(operation, started, f"error:{type(exc).__name__}")
+            return self._transport_failure(what, exc, idempotent)
+        self._observe(operation, started, str(response.status_code))
+        return read(response)
+
+    def _observe(self, operation: str, started: float, status: str) -> None:
+        OUTSIDE_SECONDS.labels(self.name, operation).observe(time.monotonic() - started)
+        OUTSIDE_CALLS.labels(self.name, operation, status).inc()
+
+    def _transport_failure(
+        self, what: str, exc: requests.RequestException, idempotent: bool
+    ) -> ServiceError:
+        if isinstance(exc, requests.ConnectTimeout):
             return self.transport_error(what, TransportFailure.CONNECT, retry_safe=True)
-        except requests.Timeout:
+        if isinstance(exc, requests.Timeout):
             return self.transport_error(what, TransportFailure.TIMEOUT, retry_safe=idempotent)
-        except requests.ConnectionError as exc:
+        if isinstance(exc, requests.ConnectionError):
             refused = _never_reached_server(exc)
             return self.transport_error(
                 what,
                 TransportFailure.CONNECT if refused else TransportFailure.LOST,
                 retry_safe=refused or idempotent,
             )
-        except requests.RequestException as exc:
-            # Named by type only: the text of some (an invalid header value) quotes the
-            # request's headers, a key among them.
-            return self.transport_error(
-                what, TransportFailure.OTHER, retry_safe=False, detail=type(exc).__name__
-            )
-        return read(response)
+        # Named by type only: the text of some (an invalid header value) quotes the
+        # request's headers, a key among them.
+        return self.transport_error(
+            what, TransportFailure.OTHER, retry_safe=False, detail=type(exc).__name__
+        )
 
     def delay(self, attempt: int, retry_after: float | None) -> float | None:
         """Seconds before attempt `attempt + 1`: the server's Retry-After if it is within

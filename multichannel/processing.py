@@ -27,6 +27,7 @@ from multichannel.channels import DeliveryError, deliver, fixed_reply, silenced,
 from multichannel.durability import stored_despite_outage
 from multichannel.limits import sender_notice_due, sender_token_take
 from multichannel.media import MediaError, TurnInput, media_reply, turn_input_prepare
+from multichannel.metrics import GIVE_UPS, RETRIES
 from multichannel.mka1 import Channel, Mka1Error, client
 from multichannel.models import ProcessingLease, UserMessage
 from multichannel.redaction import exception_text, redact
@@ -300,12 +301,14 @@ def _retry_later(message: UserMessage, exc: Exception) -> bool:
     message.error = error_text(exc)
     if message.attempts >= settings.TURN_MAX_ATTEMPTS:
         logger.warning("message %s: giving up after %d attempts", message.pk, message.attempts)
+        GIVE_UPS.labels(message.state).inc()
         if message.state == UserMessage.State.QUEUED:
             _give_up(message, exc)
             return True
         message.state = UserMessage.State.FAILED
         message.save(update_fields=["state", "attempts", "error", "updated_at"])
         return True
+    RETRIES.labels(message.state).inc()
     message.next_attempt_at = timezone.now() + timedelta(seconds=retry_delay(message, exc))
     message.save(update_fields=["attempts", "error", "next_attempt_at", "updated_at"])
     logger.info(

@@ -24,6 +24,7 @@ SECRET_SETTINGS = (
     "WHATSAPP_VERIFY_TOKEN",
     "AUDIT_SIGNING_KEY",
     "MEDIA_S3_SECRET_KEY",
+    "METRICS_TOKEN",
 )
 # Shorter values are too likely to occur by chance to replace everywhere.
 _MIN_SECRET_LENGTH = 8

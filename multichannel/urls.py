@@ -4,9 +4,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from multichannel.health import healthz
+from multichannel.metrics import metrics_view
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("whatsapp/", include("whatsapp.urls")),
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),

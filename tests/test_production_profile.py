@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from multichannel.sandbox import whatsapp as wa
 from tests.support.ci import need
 from tests.support.stack import (
     APP_SECRET,
     GRAPH_TOKEN,
+    METRICS_TOKEN,
     MKA1_API_KEY,
     Stack,
     postgres_database,
@@ -72,6 +74,24 @@ def test_gunicorn_and_a_worker_on_postgres_and_redis_answer_a_webhook(stack: Sta
         replied = "You said: production ping" in page
         time.sleep(0.3)
     assert replied, stack.log_tail()
+    # One scrape of the web server shows what the consumer did too (multiprocess mode).
+    metrics = requests.get(
+        f"{app}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=5
+    ).text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+    }
+    assert samples[("multichannel_webhook_requests_total", (("status", "200"),))] == 1
+    create = (
+        ("operation", "POST /api/v1/llm/responses"),
+        ("service", "MKA1"),
+        ("status", "200"),
+    )
+    assert samples[("multichannel_outside_calls_total", create)] >= 1, metrics
+    assert samples[("multichannel_whatsapp_sends_total", (("result", "accepted"),))] == 1
+    assert requests.get(f"{app}/metrics", timeout=5).status_code == 404  # not for outsiders
     stack.stop()
 
     verified, report = stack.verify_audit(events=2)  # conversations.create, responses.create

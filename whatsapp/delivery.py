@@ -24,6 +24,7 @@ from multichannel.channels import (
     reply_to_send,
 )
 from multichannel.durability import stored_despite_outage
+from multichannel.metrics import WHATSAPP_SENDS
 from multichannel.models import UserMessage
 from multichannel.redaction import redact, redact_value
 from whatsapp.formatting import whatsapp_markdown
@@ -158,6 +159,7 @@ def _sent(
     wamid: str,
     template: str = "",
 ) -> None:
+    WHATSAPP_SENDS.labels("template" if template else "accepted").inc()
     stored_despite_outage(
         partial(
             OutboundMessage.objects.update_or_create,
@@ -183,6 +185,7 @@ def _failed(
     exc: GraphError,
     template: str = "",
 ) -> None:
+    WHATSAPP_SENDS.labels("failed").inc()
     # Auditors read this row: an error body may echo our access token.
     error = redact_value(exc.body) if exc.body is not None else redact(str(exc))
     OutboundMessage.objects.update_or_create(

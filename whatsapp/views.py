@@ -17,6 +17,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from multichannel.metrics import WEBHOOK_REQUESTS
 from whatsapp.services import signature_valid, webhook_receive
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,10 @@ class WebhookApi(APIView):
         )
         # 200 only now that everything is committed; Meta stops redelivering on 200.
         return _text("EVENT_RECEIVED", 200)
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        WEBHOOK_REQUESTS.labels(str(response.status_code)).inc()
+        return super().finalize_response(request, response, *args, **kwargs)
 
     def handle_exception(self, exc: Exception) -> HttpResponse:  # type: ignore[override]
         # Meta's protocol: plain text and a status, never the API's JSON error shape

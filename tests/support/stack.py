@@ -28,6 +28,7 @@ APP_SECRET = "test-app-secret-not-real"
 MKA1_API_KEY = "test-mka1-key-not-real"
 GRAPH_TOKEN = "test-graph-token-not-real"
 SECRET_KEY = "test-secret-" + "0123456789abcdefghij" * 3
+METRICS_TOKEN = "test-metrics-token-not-real"
 
 GUNICORN = [sys.executable, "-m", "gunicorn"]
 MANAGE = [sys.executable, "manage.py"]
@@ -185,6 +186,7 @@ class Stack:
         sandbox_env: Mapping[str, str | None] | None = None,
     ) -> None:
         self.workdir = workdir
+        (workdir / "metrics").mkdir(parents=True, exist_ok=True)
         self.sandbox_port, self.app_port = free_port(), free_port()
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         self.app_url = f"http://127.0.0.1:{self.app_port}"
@@ -217,6 +219,9 @@ class Stack:
                 "HUEY_SQLITE_PATH": str(workdir / "queue.sqlite3"),
                 "CACHE_DIR": str(workdir / "cache"),
                 "MEDIA_ROOT": str(workdir / "media"),
+                # Metrics shared by gunicorn's workers and the consumer, as in production.
+                "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
+                "METRICS_TOKEN": METRICS_TOKEN,
                 "HUEY_IMMEDIATE": "false",
                 "LOG_FORMAT": "json",
                 "MKA1_API_KEY": MKA1_API_KEY,
