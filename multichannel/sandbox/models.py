@@ -57,6 +57,8 @@ class SandboxFault(models.Model):
     endpoint = models.CharField(max_length=64, help_text="e.g. responses.create, or * for all")
     status = models.PositiveSmallIntegerField(null=True, blank=True)
     delay_ms = models.PositiveIntegerField(default=0)
+    # A download answers with its full Content-Length but only part of the body.
+    truncate = models.BooleanField(default=False)
     # JSON text, not a JSON column: the answer keeps the key order it was given.
     body = models.TextField(null=True, blank=True)
     headers = models.JSONField(default=dict, blank=True)
@@ -75,10 +77,11 @@ class SandboxFault(models.Model):
 
 
 class SandboxGraphMessage(models.Model):
-    """What the business sent through the Graph API stand-in: replies and read marks."""
+    """What the business sent through the Graph API stand-in: replies, templates, read
+    marks and typing indicators."""
 
     phone_number_id = models.CharField(max_length=64)
-    kind = models.CharField(max_length=16)  # "text" or "read"
+    kind = models.CharField(max_length=16)  # "text", "template", "read" or "typing"
     recipient = models.CharField(max_length=128, blank=True)
     wamid = models.CharField(max_length=255, blank=True)
     body = models.JSONField()
@@ -89,3 +92,19 @@ class SandboxGraphMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} to {self.recipient or '-'}"
+
+
+class SandboxMedia(models.Model):
+    """Media held by the Graph API stand-in: what a WhatsApp user sent, uploaded the way
+    a business uploads (POST /{phone-number-id}/media), then served by id and URL."""
+
+    id = models.CharField(primary_key=True, max_length=32)
+    mime_type = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64)  # hex, as the media endpoint reports it
+    file_size = models.PositiveBigIntegerField()
+    filename = models.CharField(max_length=255, blank=True)
+    data = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.mime_type}, {self.file_size} bytes)"

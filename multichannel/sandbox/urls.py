@@ -5,9 +5,11 @@ from multichannel.sandbox import graph_views, mka1_views, phone_views
 app_name = "sandbox"
 
 _llm = "mka1/api/v1/llm"
+_graph = "graph/<str:version>"
 
 urlpatterns = [
     path("whatsapp/", phone_views.phone, name="phone"),
+    # --- MKA1 ---
     path(f"{_llm}/conversations", mka1_views.conversations_create, name="mka1-conversations"),
     path(f"{_llm}/responses", mka1_views.responses_create, name="mka1-responses"),
     path(
@@ -25,9 +27,15 @@ urlpatterns = [
         mka1_views.conversation_item_get,
         name="mka1-conversation-item",
     ),
+    # --- Graph API (the download URL first: its path would also fit the media id's) ---
     path(
-        "graph/<str:version>/<str:phone_number_id>/messages",
-        graph_views.messages,
-        name="graph-messages",
+        "graph/whatsapp_business/attachments/",
+        graph_views.media_download,
+        name="graph-media-download",
     ),
+    path(f"{_graph}/<str:phone_number_id>/messages", graph_views.messages, name="graph-messages"),
+    path(
+        f"{_graph}/<str:phone_number_id>/media", graph_views.media_upload, name="graph-media-upload"
+    ),
+    path(f"{_graph}/<str:media_id>", graph_views.media_info, name="graph-media"),
 ]
