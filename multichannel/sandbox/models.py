@@ -108,3 +108,61 @@ class SandboxMedia(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} ({self.mime_type}, {self.file_size} bytes)"
+
+
+class SandboxFile(models.Model):
+    """A file uploaded to the MKA1 stand-in (POST /files), owned like a response."""
+
+    id = models.CharField(primary_key=True, max_length=64)
+    owner_key = models.CharField(max_length=64)
+    owner_user = models.CharField(max_length=128)
+    filename = models.CharField(max_length=255)
+    purpose = models.CharField(max_length=32)
+    mime_type = models.CharField(max_length=255, blank=True)
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    data = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class SandboxTranscription(models.Model):
+    """One speech-to-text call, kept as MKA1 keeps its transcription history."""
+
+    id = models.CharField(primary_key=True, max_length=64)
+    owner_key = models.CharField(max_length=64)
+    owner_user = models.CharField(max_length=128)
+    text = models.TextField()
+    language = models.CharField(max_length=16)
+    model = models.CharField(max_length=128)
+    filename = models.CharField(max_length=255, blank=True)
+    audio_bytes = models.PositiveBigIntegerField()
+    audio_mime_type = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class SandboxFeedback(models.Model):
+    """Feedback received for a stored response, kept exactly as sent."""
+
+    owner_key = models.CharField(max_length=64)
+    owner_user = models.CharField(max_length=128)
+    response_id = models.CharField(max_length=64)
+    rating = models.CharField(max_length=16, null=True, blank=True)
+    description = models.TextField(null=True, blank=True)
+    body = models.JSONField()  # the request body as received
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.rating or '-'} for {self.response_id}"

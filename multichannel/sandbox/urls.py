@@ -1,6 +1,6 @@
 from django.urls import path
 
-from multichannel.sandbox import graph_views, mka1_views, phone_views
+from multichannel.sandbox import graph_views, mka1_media_views, mka1_views, phone_views
 
 app_name = "sandbox"
 
@@ -27,6 +27,24 @@ urlpatterns = [
         mka1_views.conversation_item_get,
         name="mka1-conversation-item",
     ),
+    path(
+        f"{_llm}/speech/transcriptions",
+        mka1_media_views.transcriptions_create,
+        name="mka1-transcriptions",
+    ),
+    path(
+        f"{_llm}/speech/transcriptions/history",
+        mka1_media_views.transcriptions_history,
+        name="mka1-transcriptions-history",
+    ),
+    path(
+        f"{_llm}/speech/transcriptions/history/<str:stt_id>",
+        mka1_media_views.transcriptions_history_delete,
+        name="mka1-transcription",
+    ),
+    path(f"{_llm}/files", mka1_media_views.files_create, name="mka1-files"),
+    path(f"{_llm}/files/<str:file_id>", mka1_media_views.file_detail, name="mka1-file"),
+    path(f"{_llm}/feedback/responses", mka1_media_views.feedback_create, name="mka1-feedback"),
     # --- Graph API (the download URL first: its path would also fit the media id's) ---
     path(
         "graph/whatsapp_business/attachments/",
