@@ -21,11 +21,13 @@ from django.views.decorators.http import require_http_methods
 from multichannel.mka1 import is_response_id
 from multichannel.sandbox.mka1_api import (
     Caller,
+    by_method,
     error_answer,
     json_answer,
     json_body,
     mka1_endpoint,
     new_id,
+    not_found,
 )
 from multichannel.sandbox.mka1_input import InputError, media_descriptions, turn_input
 from multichannel.sandbox.models import SandboxConversation, SandboxItem, SandboxResponse
@@ -34,7 +36,10 @@ LOCK_SECONDS = 60
 
 
 def _owned_conversation(caller: Caller, conversation_id: str) -> SandboxConversation | None:
-    return SandboxConversation.objects.filter(id=conversation_id, **caller.owner).first()
+    # A deleted conversation is gone for the API, though its row (and items) stay.
+    return SandboxConversation.objects.filter(
+        id=conversation_id, deleted_at__isnull=True, **caller.owner
+    ).first()
 
 
 @require_http_methods(["POST"])
@@ -320,3 +325,56 @@ def conversation_item_get(
     if item is None:
         return error_answer(404, f"Item {item_id} not found", "not_found")
     return json_answer(item.body)
+
+
+# --- deletes (what an erasure calls) -------------------------------------------------
+
+
+@mka1_endpoint("responses.delete")
+def responses_delete(request: HttpRequest, caller: Caller, response_id: str) -> HttpResponse:
+    if not is_response_id(response_id):
+        return error_answer(400, "Invalid response id", "invalid_request_error", "response_id")
+    # The conversation's items stay: MKA1 deletes the stored response only.
+    deleted, _ = SandboxResponse.objects.filter(id=response_id, **caller.owner).delete()
+    if not deleted:
+        return not_found(f"Response {response_id}")
+    return json_answer({"id": response_id, "object": "response", "deleted": True})
+
+
+@mka1_endpoint("conversations.get")
+def conversations_get(request: HttpRequest, caller: Caller, conversation_id: str) -> HttpResponse:
+    conversation = _owned_conversation(caller, conversation_id)
+    if conversation is None:
+        return not_found(f"Conversation {conversation_id}")
+    return json_answer(conversation.body)
+
+
+@mka1_endpoint("conversations.delete")
+def conversations_delete(
+    request: HttpRequest, caller: Caller, conversation_id: str
+) -> HttpResponse:
+    # As at MKA1, the items are not deleted with it: they stay, unreachable, unless an
+    # erasure deleted each of them first.
+    deleted = SandboxConversation.objects.filter(
+        id=conversation_id, deleted_at__isnull=True, **caller.owner
+    ).update(deleted_at=timezone.now())
+    if not deleted:
+        return not_found(f"Conversation {conversation_id}")
+    return json_answer({"id": conversation_id, "object": "conversation.deleted", "deleted": True})
+
+
+@mka1_endpoint("conversations.items.delete")
+def conversation_item_delete(
+    request: HttpRequest, caller: Caller, conversation_id: str, item_id: str
+) -> HttpResponse:
+    conversation = _owned_conversation(caller, conversation_id)
+    deleted = conversation.items.filter(item_id=item_id).delete()[0] if conversation else 0
+    if conversation is None or not deleted:
+        return not_found(f"Item {item_id}")
+    # MKA1 answers with the conversation the item was removed from.
+    return json_answer(conversation.body)
+
+
+response_detail = by_method(GET=responses_get, DELETE=responses_delete)
+conversation_detail = by_method(GET=conversations_get, DELETE=conversations_delete)
+conversation_item_detail = by_method(GET=conversation_item_get, DELETE=conversation_item_delete)

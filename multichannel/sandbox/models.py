@@ -15,6 +15,9 @@ class SandboxConversation(models.Model):
     body = models.JSONField()
     # Set while a response is being generated: MKA1 refuses a second turn meanwhile.
     locked_until = models.DateTimeField(null=True, blank=True)
+    # Deleting a conversation at MKA1 does not delete its items: the row stays (and so
+    # do its items, now unreachable through the API) with this set.
+    deleted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -5,26 +5,24 @@ from multichannel.sandbox import graph_views, mka1_media_views, mka1_views, phon
 app_name = "sandbox"
 
 _llm = "mka1/api/v1/llm"
+_conversation = f"{_llm}/conversations/<str:conversation_id>"
 _graph = "graph/<str:version>"
 
 urlpatterns = [
     path("whatsapp/", phone_views.phone, name="phone"),
     # --- MKA1 ---
     path(f"{_llm}/conversations", mka1_views.conversations_create, name="mka1-conversations"),
+    path(_conversation, mka1_views.conversation_detail, name="mka1-conversation"),
     path(f"{_llm}/responses", mka1_views.responses_create, name="mka1-responses"),
+    path(f"{_llm}/responses/<str:response_id>", mka1_views.response_detail, name="mka1-response"),
     path(
-        f"{_llm}/responses/<str:response_id>",
-        mka1_views.responses_get,
-        name="mka1-response",
-    ),
-    path(
-        f"{_llm}/conversations/<str:conversation_id>/items",
+        f"{_conversation}/items",
         mka1_views.conversation_items_list,
         name="mka1-conversation-items",
     ),
     path(
-        f"{_llm}/conversations/<str:conversation_id>/items/<str:item_id>",
-        mka1_views.conversation_item_get,
+        f"{_conversation}/items/<str:item_id>",
+        mka1_views.conversation_item_detail,
         name="mka1-conversation-item",
     ),
     path(
