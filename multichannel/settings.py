@@ -91,6 +91,9 @@ MKA1_CHAIN_MODE: str = env.str("MKA1_CHAIN_MODE", default="both")
 SANDBOX_MKA1_LATENCY_MS: int = env.int("SANDBOX_MKA1_LATENCY_MS", default=0)
 # Behave like OpenAI-style servers that refuse conversation + previous_response_id.
 SANDBOX_MKA1_REFUSE_BOTH: bool = env.bool("SANDBOX_MKA1_REFUSE_BOTH", default=False)
+# How long a media download URL from the Graph API stand-in stays valid, seconds (Meta's
+# live about five minutes; the media id itself lives much longer). 0: expired at once.
+SANDBOX_MEDIA_URL_SECONDS: int = env.int("SANDBOX_MEDIA_URL_SECONDS", default=300)
 
 # --- WhatsApp Cloud API -----------------------------------------------------------
 # With the sandbox, fixed fake values stand in so everything runs on one machine; in

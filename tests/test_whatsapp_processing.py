@@ -77,9 +77,12 @@ def test_a_signed_webhook_becomes_one_response_one_audit_event_one_reply(
     assert sent_texts("15557654321") == ["You said: What is MKA1?"]
     outbound = OutboundMessage.objects.get()
     assert outbound.wamid == SandboxGraphMessage.objects.get(kind="text").wamid
-    # The user's message was marked read.
-    read = SandboxGraphMessage.objects.get(kind="read")
+    # The user's message was marked read, with "typing…" while MKA1 worked.
+    read = SandboxGraphMessage.objects.get(kind="typing")
+    assert read.body["status"] == "read"
     assert read.body["message_id"] == event["message"]["id"]
+    assert read.body["typing_indicator"] == {"type": "text"}
+    assert read.id < SandboxGraphMessage.objects.get(kind="text").id  # before the reply
 
 
 def test_the_conversation_is_reused_and_the_chain_is_linear(receive, mka1_calls: Calls) -> None:

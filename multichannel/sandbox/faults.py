@@ -9,6 +9,9 @@ from django.db.models import F, Q
 
 from multichannel.sandbox.models import SandboxFault
 
+# The one endpoint with a body worth cutting short.
+TRUNCATABLE = "graph.media.download"
+
 
 def fault_inject(
     endpoint: str,
@@ -18,11 +21,18 @@ def fault_inject(
     times: int = 1,
     body: Any = None,
     headers: dict[str, str] | None = None,
+    truncate: bool = False,
 ) -> SandboxFault:
     """Make the next `times` calls to `endpoint` ("responses.create", "*", ...) fail
     with `status` and/or wait `delay_ms` first. A status of 200 with a `body` replaces
-    the answer outright."""
-    if status is None and not delay_ms:
+    the answer outright. `truncate` (media downloads only) sends the full Content-Length
+    but only part of the body, then drops the connection: a download failing mid-stream."""
+    if truncate:
+        if endpoint != TRUNCATABLE:
+            raise ValueError(f"only {TRUNCATABLE} can be truncated")
+        if status is not None:
+            raise ValueError("a truncated download answers 200; it takes no status")
+    elif status is None and not delay_ms:
         raise ValueError("a fault needs a status, a delay, or both")
     if delay_ms < 0:
         raise ValueError("delay_ms cannot be negative")
@@ -39,6 +49,7 @@ def fault_inject(
         remaining=times,
         body=None if body is None else json.dumps(body, separators=(",", ":")),
         headers=headers or {},
+        truncate=truncate,
     )
 
 

@@ -7,9 +7,7 @@ and can be told to misbehave through `SandboxFault` rows (see `faults.py`).
 """
 
 import json
-import secrets
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -18,98 +16,43 @@ from django.db import transaction
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
-from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from multichannel.mka1 import api_key_fingerprint, is_response_id
-from multichannel.sandbox.faults import fault_take
+from multichannel.mka1 import is_response_id
+from multichannel.sandbox.mka1_api import (
+    Caller,
+    by_method,
+    error_answer,
+    json_answer,
+    json_body,
+    mka1_endpoint,
+    new_id,
+    not_found,
+)
+from multichannel.sandbox.mka1_input import InputError, media_descriptions, turn_input
 from multichannel.sandbox.models import SandboxConversation, SandboxItem, SandboxResponse
 
 LOCK_SECONDS = 60
-View = Callable[..., HttpResponse]
 
 
-def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    return HttpResponse(body, status=status, content_type="application/json", headers=headers or {})
-
-
-def _error(status: int, message: str, kind: str, code: str | None = None) -> HttpResponse:
-    return _json({"error": {"message": message, "type": kind, "param": None, "code": code}}, status)
-
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(12)}"
-
-
-class _Caller:
-    def __init__(self, key: str, user: str) -> None:
-        self.key = key
-        self.user = user
-
-
-def mka1_endpoint(name: str) -> Callable[[View], View]:
-    """Auth, fault injection and latency around a sandbox endpoint."""
-
-    def decorate(view: View) -> View:
-        @csrf_exempt
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            auth = request.headers.get("Authorization", "")
-            if not auth.startswith("Bearer ") or not auth[7:].strip():
-                return _error(401, "Missing bearer token", "authentication_error")
-            caller = _Caller(
-                api_key_fingerprint(auth[7:].strip()), request.headers.get("X-On-Behalf-Of", "")
-            )
-            fault = fault_take(name)
-            if fault is not None:
-                if fault.delay_ms:
-                    time.sleep(fault.delay_ms / 1000)
-                if fault.status:
-                    return _json(
-                        fault.payload
-                        if fault.body is not None
-                        else {"error": {"message": "Injected failure", "type": "server_error"}},
-                        fault.status,
-                        headers={str(k): str(v) for k, v in (fault.headers or {}).items()},
-                    )
-            if settings.SANDBOX_MKA1_LATENCY_MS:
-                time.sleep(settings.SANDBOX_MKA1_LATENCY_MS / 1000)
-            return view(request, caller, *args, **kwargs)
-
-        return wrapped
-
-    return decorate
-
-
-def _body(request: HttpRequest) -> dict[str, Any] | HttpResponse:
-    if request.content_type != "application/json":
-        return _error(415, "Content-Type must be application/json", "invalid_request_error")
-    try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        return _error(400, "Request body is not valid JSON", "invalid_request_error")
-    if not isinstance(body, dict):
-        return _error(400, "Request body must be a JSON object", "invalid_request_error")
-    return body
-
-
-def _owned_conversation(caller: _Caller, conversation_id: str) -> SandboxConversation | None:
+def _owned_conversation(caller: Caller, conversation_id: str) -> SandboxConversation | None:
+    # A deleted conversation is gone for the API, though its row (and items) stay.
     return SandboxConversation.objects.filter(
-        id=conversation_id, owner_key=caller.key, owner_user=caller.user
+        id=conversation_id, deleted_at__isnull=True, **caller.owner
     ).first()
 
 
 @require_http_methods(["POST"])
 @mka1_endpoint("conversations.create")
-def conversations_create(request: HttpRequest, caller: _Caller) -> HttpResponse:
-    body = _body(request)
+def conversations_create(request: HttpRequest, caller: Caller) -> HttpResponse:
+    body = json_body(request)
     if isinstance(body, HttpResponse):
         return body
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
-        return _error(400, "metadata must be an object", "invalid_request_error", "metadata")
+        return error_answer(400, "metadata must be an object", "invalid_request_error", "metadata")
     payload: dict[str, Any] = {
-        "id": _new_id("conv"),
+        "id": new_id("conv"),
         "object": "conversation",
         "created_at": int(time.time()),
         "deleted_at": None,
@@ -118,53 +61,37 @@ def conversations_create(request: HttpRequest, caller: _Caller) -> HttpResponse:
     SandboxConversation.objects.create(
         id=payload["id"], owner_key=caller.key, owner_user=caller.user, body=payload
     )
-    return _json(payload)
-
-
-def _input_text(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        texts: list[str] = []
-        for item in value:
-            if not isinstance(item, dict):
-                continue
-            content = item.get("content")
-            if isinstance(content, str):
-                texts.append(content)
-            elif isinstance(content, list):
-                texts.extend(
-                    str(part.get("text", "")) for part in content if isinstance(part, dict)
-                )
-        return "\n".join(texts) if texts else None
-    return None
+    return json_answer(payload)
 
 
 @require_http_methods(["POST"])
 @mka1_endpoint("responses.create")
-def responses_create(request: HttpRequest, caller: _Caller) -> HttpResponse:
-    body = _body(request)
+def responses_create(request: HttpRequest, caller: Caller) -> HttpResponse:
+    body = json_body(request)
     if isinstance(body, HttpResponse):
         return body
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        return _error(400, "model is required", "invalid_request_error", "model")
-    text = _input_text(body.get("input"))
-    if text is None:
-        return _error(400, "input must be a string or a list of messages", "invalid_request_error")
+        return error_answer(400, "model is required", "invalid_request_error", "model")
+    try:
+        turn = turn_input(body.get("input"), caller.owner)
+    except InputError as exc:
+        if exc.status == 404:
+            return error_answer(404, str(exc), "not_found")
+        return error_answer(400, str(exc), "invalid_request_error", "input")
     if body.get("stream"):
-        return _error(400, "The sandbox does not stream", "invalid_request_error", "stream")
+        return error_answer(400, "The sandbox does not stream", "invalid_request_error", "stream")
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
-        return _error(400, "metadata values must be strings", "invalid_request_error")
+        return error_answer(400, "metadata values must be strings", "invalid_request_error")
     conversation_ref = body.get("conversation")
     if isinstance(conversation_ref, dict):
         conversation_ref = conversation_ref.get("id")
     previous_id = body.get("previous_response_id")
     if conversation_ref and previous_id and settings.SANDBOX_MKA1_REFUSE_BOTH:
-        return _error(
+        return error_answer(
             400,
             "conversation and previous_response_id cannot be used together",
             "invalid_request_error",
@@ -174,20 +101,20 @@ def responses_create(request: HttpRequest, caller: _Caller) -> HttpResponse:
     if conversation_ref:
         conversation = _owned_conversation(caller, str(conversation_ref))
         if conversation is None:
-            return _error(404, f"Conversation {conversation_ref} not found", "not_found")
+            return error_answer(404, f"Conversation {conversation_ref} not found", "not_found")
     previous = None
     if previous_id:
         previous = SandboxResponse.objects.filter(
             id=previous_id, owner_key=caller.key, owner_user=caller.user
         ).first()
         if previous is None:
-            return _error(404, f"Previous response {previous_id} not found", "not_found")
+            return error_answer(404, f"Previous response {previous_id} not found", "not_found")
         if conversation is None and previous.conversation_id:
             # Chaining by previous_response_id alone stays in the previous conversation.
             conversation = _owned_conversation(caller, previous.conversation_id)
 
     if conversation is not None and not _lock(conversation):
-        return _error(
+        return error_answer(
             409,
             f"Conversation {conversation.id} is locked by another in-progress response",
             "conflict",
@@ -197,7 +124,8 @@ def responses_create(request: HttpRequest, caller: _Caller) -> HttpResponse:
     try:
         payload = _response_payload(
             model=model,
-            text=text,
+            text=turn.text,
+            answer=reply_text(turn.text) + media_descriptions(turn),
             metadata=metadata,
             previous_id=previous_id,
             conversation_id=conversation.id if conversation else None,
@@ -214,7 +142,9 @@ def responses_create(request: HttpRequest, caller: _Caller) -> HttpResponse:
                     raw=raw,
                 )
             if conversation is not None:
-                _append_items(conversation, payload["id"], text, payload["output"][0], metadata)
+                _append_items(
+                    conversation, payload["id"], turn.messages, payload["output"][0], metadata
+                )
     finally:
         if conversation is not None:
             _unlock(conversation)
@@ -236,18 +166,22 @@ def _unlock(conversation: SandboxConversation) -> None:
 def _append_items(
     conversation: SandboxConversation,
     response_id: str,
-    text: str,
+    messages: list[tuple[str, list[dict[str, Any]]]],
     output: dict[str, Any],
     metadata: dict[str, str],
 ) -> None:
-    user_item: dict[str, Any] = {
-        "type": "message",
-        "id": _new_id("msg"),
-        "status": "completed",
-        "role": "user",
-        "content": [{"type": "input_text", "text": text}],
-    }
-    for item in (user_item, output):
+    # One item per input message, as sent, then the answer.
+    inputs: list[dict[str, Any]] = [
+        {
+            "type": "message",
+            "id": new_id("msg"),
+            "status": "completed",
+            "role": role,
+            "content": content,
+        }
+        for role, content in messages
+    ]
+    for item in (*inputs, output):
         SandboxItem.objects.create(
             item_id=item["id"],
             conversation=conversation,
@@ -267,17 +201,17 @@ def _response_payload(
     *,
     model: str,
     text: str,
+    answer: str,
     metadata: dict[str, str],
     previous_id: str | None,
     conversation_id: str | None,
     store: bool,
 ) -> dict[str, Any]:
     now = int(time.time())
-    answer = reply_text(text)
     input_tokens = max(1, len(text.split()))
     output_tokens = max(1, len(answer.split()))
     payload: dict[str, Any] = {
-        "id": _new_id("resp"),
+        "id": new_id("resp"),
         "object": "response",
         "created_at": now,
         "completed_at": now,
@@ -293,7 +227,7 @@ def _response_payload(
         "output": [
             {
                 "type": "message",
-                "id": _new_id("msg"),
+                "id": new_id("msg"),
                 "role": "assistant",
                 "content": [{"type": "output_text", "text": answer, "annotations": []}],
                 "status": "completed",
@@ -329,47 +263,49 @@ def _response_payload(
 
 @require_http_methods(["GET"])
 @mka1_endpoint("responses.get")
-def responses_get(request: HttpRequest, caller: _Caller, response_id: str) -> HttpResponse:
+def responses_get(request: HttpRequest, caller: Caller, response_id: str) -> HttpResponse:
     if not is_response_id(response_id):
-        return _error(400, "Invalid response id", "invalid_request_error", "response_id")
+        return error_answer(400, "Invalid response id", "invalid_request_error", "response_id")
     stored = SandboxResponse.objects.filter(
         id=response_id, owner_key=caller.key, owner_user=caller.user
     ).first()
     if stored is None:
         # Another user's response is "not found", exactly like one that never existed.
-        return _error(404, f"Response {response_id} not found", "not_found")
+        return error_answer(404, f"Response {response_id} not found", "not_found")
     return HttpResponse(stored.raw, content_type="application/json")
 
 
 @require_http_methods(["GET"])
 @mka1_endpoint("conversations.items.list")
 def conversation_items_list(
-    request: HttpRequest, caller: _Caller, conversation_id: str
+    request: HttpRequest, caller: Caller, conversation_id: str
 ) -> HttpResponse:
     conversation = _owned_conversation(caller, conversation_id)
     if conversation is None:
-        return _error(404, f"Conversation {conversation_id} not found", "not_found")
+        return error_answer(404, f"Conversation {conversation_id} not found", "not_found")
     try:
         limit = int(request.GET.get("limit", "20"))
     except ValueError:
-        return _error(400, "limit must be an integer", "invalid_request_error", "limit")
+        return error_answer(400, "limit must be an integer", "invalid_request_error", "limit")
     if not 1 <= limit <= 100:
-        return _error(400, "limit must be between 1 and 100", "invalid_request_error", "limit")
+        return error_answer(
+            400, "limit must be between 1 and 100", "invalid_request_error", "limit"
+        )
     order = request.GET.get("order", "asc")  # MKA1's default, unlike OpenAI's
     if order not in ("asc", "desc"):
-        return _error(400, "order must be asc or desc", "invalid_request_error", "order")
+        return error_answer(400, "order must be asc or desc", "invalid_request_error", "order")
     items = conversation.items.order_by("id" if order == "asc" else "-id")
     after = request.GET.get("after")
     if after:
         anchor = conversation.items.filter(item_id=after).first()
         if anchor is None:
-            return _error(404, f"Item {after} not found", "not_found")
+            return error_answer(404, f"Item {after} not found", "not_found")
         items = items.filter(id__gt=anchor.pk) if order == "asc" else items.filter(id__lt=anchor.pk)
     page = list(items[: limit + 1])
     data = [item.body for item in page[:limit]]
     # Exactly MKA1's list shape: no first_id, and last_id is always a string (the SDK
     # rejects null), so an empty page carries "".
-    return _json(
+    return json_answer(
         {
             "object": "list",
             "data": data,
@@ -382,10 +318,63 @@ def conversation_items_list(
 @require_http_methods(["GET"])
 @mka1_endpoint("conversations.items.get")
 def conversation_item_get(
-    request: HttpRequest, caller: _Caller, conversation_id: str, item_id: str
+    request: HttpRequest, caller: Caller, conversation_id: str, item_id: str
 ) -> HttpResponse:
     conversation = _owned_conversation(caller, conversation_id)
     item = conversation.items.filter(item_id=item_id).first() if conversation else None
     if item is None:
-        return _error(404, f"Item {item_id} not found", "not_found")
-    return _json(item.body)
+        return error_answer(404, f"Item {item_id} not found", "not_found")
+    return json_answer(item.body)
+
+
+# --- deletes (what an erasure calls) -------------------------------------------------
+
+
+@mka1_endpoint("responses.delete")
+def responses_delete(request: HttpRequest, caller: Caller, response_id: str) -> HttpResponse:
+    if not is_response_id(response_id):
+        return error_answer(400, "Invalid response id", "invalid_request_error", "response_id")
+    # The conversation's items stay: MKA1 deletes the stored response only.
+    deleted, _ = SandboxResponse.objects.filter(id=response_id, **caller.owner).delete()
+    if not deleted:
+        return not_found(f"Response {response_id}")
+    return json_answer({"id": response_id, "object": "response", "deleted": True})
+
+
+@mka1_endpoint("conversations.get")
+def conversations_get(request: HttpRequest, caller: Caller, conversation_id: str) -> HttpResponse:
+    conversation = _owned_conversation(caller, conversation_id)
+    if conversation is None:
+        return not_found(f"Conversation {conversation_id}")
+    return json_answer(conversation.body)
+
+
+@mka1_endpoint("conversations.delete")
+def conversations_delete(
+    request: HttpRequest, caller: Caller, conversation_id: str
+) -> HttpResponse:
+    # As at MKA1, the items are not deleted with it: they stay, unreachable, unless an
+    # erasure deleted each of them first.
+    deleted = SandboxConversation.objects.filter(
+        id=conversation_id, deleted_at__isnull=True, **caller.owner
+    ).update(deleted_at=timezone.now())
+    if not deleted:
+        return not_found(f"Conversation {conversation_id}")
+    return json_answer({"id": conversation_id, "object": "conversation.deleted", "deleted": True})
+
+
+@mka1_endpoint("conversations.items.delete")
+def conversation_item_delete(
+    request: HttpRequest, caller: Caller, conversation_id: str, item_id: str
+) -> HttpResponse:
+    conversation = _owned_conversation(caller, conversation_id)
+    deleted = conversation.items.filter(item_id=item_id).delete()[0] if conversation else 0
+    if conversation is None or not deleted:
+        return not_found(f"Item {item_id}")
+    # MKA1 answers with the conversation the item was removed from.
+    return json_answer(conversation.body)
+
+
+response_detail = by_method(GET=responses_get, DELETE=responses_delete)
+conversation_detail = by_method(GET=conversations_get, DELETE=conversations_delete)
+conversation_item_detail = by_method(GET=conversation_item_get, DELETE=conversation_item_delete)

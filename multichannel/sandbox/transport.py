@@ -8,6 +8,7 @@ ALLOWED_HOSTS accepts, so this works whatever the operator allowed."""
 import http.client
 import io
 import sys
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -16,9 +17,11 @@ import requests
 from django.conf import settings
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIRequest
+from django.http import HttpRequest
 from django.http.request import split_domain_port, validate_host
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
+from urllib3.exceptions import ProtocolError
 
 
 def local_host() -> str:
@@ -33,6 +36,19 @@ def local_host() -> str:
         if domain and validate_host(domain, allowed):
             return candidate
     return "localhost"
+
+
+# Set in the WSGI environ of a request that arrived through a `sandbox://` URL, so a
+# stand-in can hand out URLs the caller can follow the same way (`sandbox_url`).
+IN_PROCESS = "multichannel.sandbox.in_process"
+
+
+def sandbox_url(request: HttpRequest, path: str) -> str:
+    """The URL under which the caller reaches `path` (one of this app's `/sandbox/...`
+    paths): `sandbox://<service>/...` when it came in process, else absolute http(s)."""
+    if request.META.get(IN_PROCESS):
+        return "sandbox://" + path.removeprefix("/sandbox/")
+    return request.build_absolute_uri(path)
 
 
 def _environ(
@@ -84,15 +100,74 @@ class _Handler(BaseHandler):
 _handler: _Handler | None = None
 
 
-def _serve(method: str, url_path: str, query: str, body: bytes, headers: dict[str, str]) -> Any:
+def _serve(
+    method: str,
+    url_path: str,
+    query: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    extra: dict[str, Any] | None = None,
+) -> Any:
     global _handler
     if _handler is None:
         _handler = _Handler()  # middleware loaded once, shared by all threads
-    return _handler(_environ(method, url_path, query, body, headers, local_host()))
+    environ = _environ(method, url_path, query, body, headers, local_host())
+    environ.update(extra or {})
+    return _handler(environ)
+
+
+def _body(answer: Any) -> tuple[bytes, BaseException | None]:
+    """The bytes of an answer; for a streamed one, those sent before it broke off."""
+    if not answer.streaming:
+        return answer.content, None
+    chunks: list[bytes] = []
+    try:
+        for chunk in answer.streaming_content:
+            chunks.append(bytes(chunk))
+    except Exception as exc:  # the stream broke off: the caller gets what came before
+        return b"".join(chunks), exc
+    # Not answer.close(): it sends request_finished, which would close the calling
+    # thread's database connection (see _Handler).
+    return b"".join(chunks), None
+
+
+class _BrokenBody:
+    """A `response.raw` whose body ends before its Content-Length, so reading it fails
+    as urllib3 fails on a connection that dropped mid-body (requests then raises
+    ChunkedEncodingError, whether it reads at once or streams)."""
+
+    def __init__(self, received: bytes, expected: int, original: Any) -> None:
+        self._received = received
+        self._expected = expected
+        self._original_response = original  # what requests reads cookies from
+
+    def stream(self, amt: int | None = None, decode_content: bool = True) -> Iterator[bytes]:
+        size = amt or len(self._received) or 1
+        for start in range(0, len(self._received), size):
+            yield self._received[start : start + size]
+        missing = self._expected - len(self._received)
+        raise ProtocolError(
+            f"Connection broken: IncompleteRead({len(self._received)} bytes read, "
+            f"{missing} more expected)",
+            http.client.IncompleteRead(self._received, missing),
+        )
+
+    def read(self, amt: int | None = None, decode_content: bool = True) -> bytes:
+        return b"".join(self.stream(amt, decode_content))
+
+    def release_conn(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class InProcessAdapter(BaseAdapter):
     """`sandbox://<service>/<path>` -> this app's `/sandbox/<service>/<path>`."""
+
+    # Marks the request, so a stand-in answers with `sandbox://` URLs (see sandbox_url).
+    environ: dict[str, Any] = {IN_PROCESS: True}
 
     def path(self, url: SplitResult) -> str:
         return f"/sandbox/{url.netloc}{url.path}"
@@ -106,7 +181,15 @@ class InProcessAdapter(BaseAdapter):
             body = body.encode()
         headers = dict(request.headers.items())
         headers.setdefault("Content-Type", "application/octet-stream")
-        answer = _serve(request.method or "GET", self.path(parts), parts.query, body, headers)
+        answer = _serve(
+            request.method or "GET",
+            self.path(parts),
+            parts.query,
+            body,
+            headers,
+            extra=self.environ,
+        )
+        content, broken = _body(answer)
         headers_out = [
             *answer.items(),
             *(
@@ -122,9 +205,16 @@ class InProcessAdapter(BaseAdapter):
         message = http.client.HTTPMessage()
         for name, value in headers_out:
             message[name] = value
-        response.raw = SimpleNamespace(_original_response=SimpleNamespace(msg=message))
-        response._content = answer.content
-        response._content_consumed = True  # type: ignore[attr-defined]
+        original = SimpleNamespace(msg=message)
+        declared = answer.get("Content-Length", "")
+        if broken is not None or (declared.isdigit() and int(declared) > len(content)):
+            # Over a socket the client would see the connection drop mid-body.
+            expected = int(declared) if declared.isdigit() else len(content) + 1
+            response.raw = _BrokenBody(content, max(expected, len(content) + 1), original)
+        else:
+            response.raw = SimpleNamespace(_original_response=original)
+            response._content = content
+            response._content_consumed = True  # type: ignore[attr-defined]
         response.encoding = "utf-8"
         response.url = request.url or ""
         response.request = request
@@ -136,6 +226,8 @@ class InProcessAdapter(BaseAdapter):
 
 class AppAdapter(InProcessAdapter):
     """`http://<local host>/<path>` -> this app's `/<path>`, as a browser would ask."""
+
+    environ: dict[str, Any] = {}  # a browser follows http:// URLs
 
     def path(self, url: SplitResult) -> str:
         return url.path or "/"

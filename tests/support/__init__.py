@@ -7,5 +7,6 @@
 - `stack`: the product as real processes (production profile + sandbox server);
 - `invariants`: the exactly-once, in-order check a run of those processes must pass;
 - `mka1`: the fake MKA1 server's constants and the requests it should receive;
+- `media`: media a user sends, uploaded to the Graph API stand-in, and its webhook message;
 - `audit_rows`: filling the audit table fast with raw INSERTs.
 """

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
 from audit.toolkit import StrictCommand
-from multichannel.sandbox.faults import fault_inject, faults_clear
+from multichannel.sandbox.faults import TRUNCATABLE, fault_inject, faults_clear
 
 # Endpoint names as the sandbox views take faults: "responses.create", "graph.messages"...
 ENDPOINT_RE = re.compile(r"^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*)$")
@@ -56,7 +56,8 @@ def positive_int(value: str) -> int:
 class Command(StrictCommand):
     help = (
         "Make the next calls to a sandbox endpoint fail and/or wait (e.g. "
-        "'sandbox_fault responses.create --status 503 --times 2'), or --clear every plan."
+        "'sandbox_fault responses.create --status 503 --times 2'), cut media downloads "
+        "short ('sandbox_fault graph.media.download --truncate'), or --clear every plan."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -64,8 +65,12 @@ class Command(StrictCommand):
             "endpoint",
             nargs="?",
             type=endpoint_name,
-            help="responses.create, responses.get, conversations.create, "
-            "conversations.items.list, conversations.items.get, graph.messages, or * for all",
+            help="responses.create, responses.get, responses.delete, conversations.create, "
+            "conversations.get, conversations.delete, conversations.items.list, "
+            "conversations.items.get, conversations.items.delete, speech.transcriptions, "
+            "speech.transcriptions.history.list, speech.transcriptions.history.delete, "
+            "files.create, files.get, files.delete, feedback.create, graph.messages, "
+            "graph.media.upload, graph.media, graph.media.download, or * for all",
         )
         parser.add_argument("--status", type=http_status, help="answer with this HTTP status")
         parser.add_argument(
@@ -79,6 +84,12 @@ class Command(StrictCommand):
             type=positive_int,
             help="send a Retry-After header of this many seconds (with a 429 or 503, say)",
         )
+        parser.add_argument(
+            "--truncate",
+            action="store_true",
+            help=f"{TRUNCATABLE} only: send the full Content-Length but half the body, "
+            "then drop the connection",
+        )
         parser.add_argument("--clear", action="store_true", help="forget every planned fault")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -89,15 +100,28 @@ class Command(StrictCommand):
         delay_ms: int = options["delay_ms"]
         times: int = options["times"]
         retry_after: int | None = options["retry_after"]
+        truncate: bool = options["truncate"]
         if options["clear"]:
-            if endpoint is not None or status is not None or delay_ms or times != 1 or retry_after:
+            if (
+                endpoint is not None
+                or status is not None
+                or delay_ms
+                or times != 1
+                or retry_after
+                or truncate
+            ):
                 raise CommandError("--clear takes no endpoint or other options")
             cleared = faults_clear()
             self.stdout.write(f"Cleared {cleared} planned fault{'' if cleared == 1 else 's'}.")
             return
         if endpoint is None:
             raise CommandError("give an endpoint (e.g. responses.create, or * for all) or --clear")
-        if status is None and not delay_ms:
+        if truncate:
+            if endpoint != TRUNCATABLE:
+                raise CommandError(f"--truncate is for {TRUNCATABLE} only")
+            if status is not None or retry_after is not None:
+                raise CommandError("--truncate answers 200; it takes no --status or --retry-after")
+        elif status is None and not delay_ms:
             raise CommandError("give --status, --delay-ms, or both")
         if status is not None and 200 <= status < 300:
             # A planned success would need a body to answer with; that is for tests only.
@@ -105,10 +129,22 @@ class Command(StrictCommand):
         if retry_after is not None and status is None:
             raise CommandError("--retry-after goes with an error --status")
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-        fault_inject(endpoint, status=status, delay_ms=delay_ms, times=times, headers=headers)
+        fault_inject(
+            endpoint,
+            status=status,
+            delay_ms=delay_ms,
+            times=times,
+            headers=headers,
+            truncate=truncate,
+        )
         calls = "the next call" if times == 1 else f"the next {times} calls"
         target = "any sandbox endpoint" if endpoint == "*" else endpoint
-        effect = f"answer HTTP {status}" if status is not None else "answer normally"
+        if truncate:
+            effect = "send only part of the body, then drop the connection"
+        elif status is not None:
+            effect = f"answer HTTP {status}"
+        else:
+            effect = "answer normally"
         if retry_after is not None:
             effect += f" with Retry-After: {retry_after}"
         if delay_ms:
