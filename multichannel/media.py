@@ -54,7 +54,7 @@ def media_reply(exc: Exception) -> str:
 def media_keep(*, media: Media, content: bytes) -> None:
     """Check the file and keep it in storage under its SHA-256 (once per content)."""
     if len(content) > settings.MEDIA_MAX_BYTES:
-        raise MediaError(f"it is larger than {settings.MEDIA_MAX_BYTES // 2**20} MB")
+        raise MediaError(f"it is larger than {size_text(settings.MEDIA_MAX_BYTES)}")
     digest = hashlib.sha256(content).hexdigest()
     if media.expected_sha256 and media.expected_sha256.lower() != digest:
         raise MediaError("it arrived damaged (its checksum does not match)")
@@ -63,6 +63,15 @@ def media_keep(*, media: Media, content: bytes) -> None:
         name = default_storage.save(name, ContentFile(content))
     media.sha256, media.size, media.stored_name = digest, len(content), name
     media.save(update_fields=["sha256", "size", "stored_name", "updated_at"])
+
+
+def size_text(size: int) -> str:
+    """A size as a person reads it: 25 MB, 300 KB, 12 bytes."""
+    if size >= 2**20:
+        return f"{size / 2**20:.3g} MB"
+    if size >= 2**10:
+        return f"{size / 2**10:.3g} KB"
+    return f"{size} bytes"
 
 
 def media_content(media: Media) -> bytes:

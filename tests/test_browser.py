@@ -14,6 +14,7 @@ from django.core.management import call_command
 from multichannel.sandbox import whatsapp as wa
 from multichannel.sandbox.models import SandboxGraphMessage
 from tests.support.ci import need
+from tests.support.media import media_message, picture_png
 from tests.support.webhooks import webhook_send
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -56,6 +57,12 @@ def test_two_channel_scenario_in_a_real_browser(live_server, settings, monkeypat
     # Channel one: a WhatsApp text, answered through MKA1 (sandbox).
     whatsapp_send(live_server.url, "What is the capital of France?")
     assert last_reply() == "You said: What is the capital of France?"
+    # ...and a photo with a caption: MKA1 sees it.
+    picture = picture_png()
+    photo = media_message(picture, mime_type="image/png", caption="And this?", wa_id=PHONE)
+    body = wa.encode(wa.webhook_payload([photo]))
+    assert webhook_send(live_server.url, body, secret="sandbox-not-secret").status_code == 200
+    assert last_reply() == f"You said: And this? — I see an image of {len(picture)} bytes"
     # The same person asks for a web sign-in link on WhatsApp.
     whatsapp_send(live_server.url, "LOGIN")
     link = re.search(r"http://\S+/signin/\S+", last_reply())
@@ -95,7 +102,13 @@ def test_two_channel_scenario_in_a_real_browser(live_server, settings, monkeypat
             sync_api.expect(web_turn.locator(".badge.webapp")).to_be_visible()
             sync_api.expect(web_turn).to_contain_text("You said: And what about Spain?")
             sync_api.expect(page.locator("#send-status")).to_be_empty()
-            sync_api.expect(page.locator(".turn").nth(1)).to_contain_text("sent on WhatsApp")
+            # The photo shows in the thread, served to its owner (a real, decoded image).
+            photo_turn = page.locator(".turn").nth(1)
+            sync_api.expect(photo_turn.locator("img.thumb")).to_be_visible()
+            sync_api.expect(photo_turn).to_contain_text("And this?")
+            width = photo_turn.locator("img.thumb").evaluate("(img) => img.naturalWidth")
+            assert width > 100  # the thumbnail of a 240 x 160 picture
+            sync_api.expect(page.locator(".turn").nth(2)).to_contain_text("sent on WhatsApp")
             page.screenshot(path=str(ARTIFACTS / "web-flow.png"), full_page=True)
             token = link[0].rsplit("/", 1)[1]
             assert referers, "the page made no requests?"
@@ -120,4 +133,9 @@ def test_two_channel_scenario_in_a_real_browser(live_server, settings, monkeypat
         e for e in events if e["action"] == "responses.create" and e["channel"] == "webapp"
     ]
     assert web_create
-    assert web_create[0]["previous_response_id"] == response_id
+    whatsapp_create = [
+        e for e in events if e["action"] == "responses.create" and e["channel"] == "whatsapp"
+    ]
+    assert [e["response_id"] for e in whatsapp_create][0] == response_id
+    # The web turn continues the chain from the last WhatsApp turn (the photo).
+    assert web_create[0]["previous_response_id"] == whatsapp_create[-1]["response_id"]

@@ -25,8 +25,20 @@ def test_the_demo_walks_the_seed_scenario_and_passes() -> None:
     out = StringIO()
     call_command("demo", stdout=out)
     text = out.getvalue()
-    for step in ("1. WhatsApp", "2. Web", "3. Unified audit log", "4. Evidence", "5. Ledger"):
+    steps = (
+        "1. WhatsApp",
+        "2. WhatsApp",
+        "3. Web",
+        "4. Unified audit log",
+        "5. Evidence",
+        "6. Ledger",
+    )
+    for step in steps:
         assert step in text
+    assert (
+        'transcribed by MKA1 (speech.transcriptions): "And what is the capital of Italy?"' in text
+    )
+    assert 'reply sent on WhatsApp: "You said: And what is the capital of Italy?"' in text
     assert text.count('"action":"responses.create"') == 1
     assert text.count('"action":"responses.get"') == 1
     assert text.count("PASS  ") == 4

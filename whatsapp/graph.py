@@ -22,6 +22,8 @@ TEXT_LIMIT = 4096  # WhatsApp's maximum text message body, in characters
 # temporary errors (1, 2, 131000, 131016) and application rate limits (4, 80007).
 TRANSIENT_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131056})
 RATE_LIMIT_CODES = frozenset({4, 80007, 130429, 131056})
+# How a media download URL that has run out answers.
+EXPIRED_URL = frozenset({401, 403, 404, 410})
 
 
 class GraphError(ServiceError):
@@ -179,7 +181,7 @@ class GraphClient(ServiceClient):
     def _read_bytes(self, response: requests.Response, max_bytes: int) -> bytes | GraphError:
         if not 200 <= response.status_code < 300:
             response.close()
-            expired = response.status_code in (401, 403, 404, 410)
+            expired = response.status_code in EXPIRED_URL
             return GraphError(
                 f"Graph API media download: HTTP {response.status_code}",
                 # An expired URL: the next attempt asks for a fresh one.
@@ -226,8 +228,11 @@ class GraphClient(ServiceClient):
         return result
 
     def retry_now(self, error: ServiceError) -> bool:
-        # Rate limits need minutes, not seconds: those go back to the caller.
-        return super().retry_now(error) and getattr(error, "code", None) not in RATE_LIMIT_CODES
+        # Rate limits need minutes, not seconds: those go back to the caller. An expired
+        # download URL stays expired: the caller asks for a fresh one instead.
+        if getattr(error, "code", None) in RATE_LIMIT_CODES or error.status in EXPIRED_URL:
+            return False
+        return super().retry_now(error)
 
     def transport_error(
         self, what: str, failure: str, *, retry_safe: bool, detail: str = ""

@@ -10,10 +10,10 @@ from contextlib import contextmanager
 from django.conf import settings
 from django.db import connection
 
-from multichannel.media import MediaError
+from multichannel.media import MediaError, size_text
 from multichannel.models import Media, Turn, UserMessage
 from multichannel.services import feedback_record
-from whatsapp.graph import GraphError, MediaTooLargeError, graph_client
+from whatsapp.graph import EXPIRED_URL, GraphError, MediaTooLargeError, graph_client
 from whatsapp.models import InboundMessage, OutboundMessage
 from whatsapp.services import START, opt_out_set
 
@@ -36,15 +36,22 @@ def media_fetch(media: Media) -> bytes:
     MEDIA_MAX_BYTES is not."""
     graph = graph_client()
     try:
-        info = graph.media_info(media.external_id)
-        url = info.get("url")
-        if not isinstance(url, str) or not url:
-            raise MediaError("WhatsApp gave no address for it", transient=True)
-        if not media.expected_sha256 and isinstance(info.get("sha256"), str):
-            media.expected_sha256 = info["sha256"][:64]
-        return graph.media_download(url, max_bytes=settings.MEDIA_MAX_BYTES)
+        for fresh in (False, True):
+            info = graph.media_info(media.external_id)
+            url = info.get("url")
+            if not isinstance(url, str) or not url:
+                raise MediaError("WhatsApp gave no address for it", transient=True)
+            if not media.expected_sha256 and isinstance(info.get("sha256"), str):
+                media.expected_sha256 = info["sha256"][:64]
+            try:
+                return graph.media_download(url, max_bytes=settings.MEDIA_MAX_BYTES)
+            except GraphError as exc:
+                if fresh or exc.status not in EXPIRED_URL:
+                    raise
+                logger.info("media %s: download URL ran out; asking for a fresh one", media.pk)
+        raise AssertionError("unreachable")
     except MediaTooLargeError:
-        raise MediaError(f"it is larger than {settings.MEDIA_MAX_BYTES // 2**20} MB") from None
+        raise MediaError(f"it is larger than {size_text(settings.MEDIA_MAX_BYTES)}") from None
     except GraphError as exc:
         raise MediaError(
             "I could not download it", transient=exc.transient, detail=str(exc)

@@ -64,3 +64,18 @@ def voice_note(
         graph_url=graph_url,
         **event,
     )
+
+
+def picture_png(width: int = 240, height: int = 160) -> bytes:
+    """A small but visible picture (a sky over a field), for pages that show photos."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (width, height), (135, 190, 235))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, height * 2 // 3, width, height), fill=(90, 160, 80))
+    draw.ellipse((width - 70, 15, width - 25, 60), fill=(250, 215, 90))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()

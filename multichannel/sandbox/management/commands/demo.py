@@ -12,14 +12,17 @@ from django.core.management.base import CommandError, CommandParser
 from audit.evidence import LABELS, cross_channel_pairs
 from audit.toolkit import StrictCommand
 from audit.verification import verify_database
-from multichannel.models import UserMessage
+from multichannel.models import Media, UserMessage
 from multichannel.processing import user_messages_process
 from multichannel.sandbox import whatsapp as wa
+from multichannel.sandbox.audio import spoken_wav
+from multichannel.sandbox.media import media_message_event, media_upload
 from multichannel.sandbox.models import SandboxGraphMessage
 from multichannel.sandbox.phone_views import webhook_post
 from multichannel.sandbox.transport import in_process_browser
 
 QUESTION = "What is the capital of France?"
+SPOKEN = "And what is the capital of Italy?"
 LINK_RE = re.compile(r"https?://\S+/signin/(?P<token>[A-Za-z0-9_-]+)")
 
 
@@ -50,7 +53,16 @@ class Command(StrictCommand):
         self.say(f"stored response {turn.response_id} in conversation {turn.conversation}")
         self.say(f'reply sent on WhatsApp: "{message.reply_text}"')
 
-        self.step(2, "Web: the same person sends LOGIN and opens the one-time link")
+        self.step(2, f'WhatsApp: {phone} asks by voice note: "{SPOKEN}"')
+        voice = self.whatsapp(phone, SPOKEN, voice=True)
+        media = Media.objects.get(message=voice)
+        self.say(f"voice note kept as {media.stored_name} ({media.size} bytes)")
+        self.say(f'transcribed by MKA1 (speech.transcriptions): "{media.transcript}"')
+        self.say(f'reply sent on WhatsApp: "{voice.reply_text}"')
+        if media.transcript != SPOKEN or voice.reply_text != f"You said: {SPOKEN}":
+            raise CommandError("the voice note was not understood")
+
+        self.step(3, "Web: the same person sends LOGIN and opens the one-time link")
         self.whatsapp(phone, settings.LOGIN_KEYWORD)
         sent = SandboxGraphMessage.objects.filter(kind="text", recipient=phone).last()
         link = LINK_RE.search(sent.body["text"]["body"]) if sent else None
@@ -80,7 +92,7 @@ class Command(StrictCommand):
             f"conversation {record['conversation_id']}"
         )
 
-        self.step(3, f"Unified audit log (export_audit --response {turn.response_id})")
+        self.step(4, f"Unified audit log (export_audit --response {turn.response_id})")
         out = StringIO()
         call_command("export_audit", "--response", turn.response_id, stdout=out)
         lines = out.getvalue().splitlines()
@@ -90,7 +102,7 @@ class Command(StrictCommand):
         if channels != ["whatsapp", "webapp"]:
             raise CommandError(f"expected a whatsapp and a webapp event, found {channels}")
 
-        self.step(4, "Evidence: the seed guide's four conditions")
+        self.step(5, "Evidence: the seed guide's four conditions")
         pairs = list(cross_channel_pairs(response_id=turn.response_id))
         if not pairs:
             raise CommandError("no cross-channel pair for the response")
@@ -99,7 +111,7 @@ class Command(StrictCommand):
         if not all(pair.passed for pair in pairs):
             raise CommandError("the evidence report failed")
 
-        self.step(5, "Ledger integrity (verify_audit)")
+        self.step(6, "Ledger integrity (verify_audit)")
         verdict = verify_database()
         self.say(verdict.describe())
         if not verdict.ok:
@@ -112,8 +124,12 @@ class Command(StrictCommand):
     def say(self, text: str) -> None:
         self.stdout.write(f"   {text}")
 
-    def whatsapp(self, phone: str, text: str) -> UserMessage:
-        event = wa.message_event(wa_id=phone, text=text)
+    def whatsapp(self, phone: str, text: str, *, voice: bool = False) -> UserMessage:
+        if voice:  # the sandbox's MKA1 transcribes a spoken WAV as the text it carries
+            uploaded = media_upload(spoken_wav(text), mime_type="audio/wav", filename="voice.wav")
+            event = media_message_event(uploaded, voice=True, wa_id=phone)
+        else:
+            event = wa.message_event(wa_id=phone, text=text)
         status = webhook_post(wa.webhook_payload([event]))
         if status != 200:
             raise CommandError(f"the webhook answered {status}")
