@@ -136,6 +136,6 @@ def test_two_channel_scenario_in_a_real_browser(live_server, settings, monkeypat
     whatsapp_create = [
         e for e in events if e["action"] == "responses.create" and e["channel"] == "whatsapp"
     ]
-    assert [e["response_id"] for e in whatsapp_create][0] == response_id
+    assert whatsapp_create[0]["response_id"] == response_id
     # The web turn continues the chain from the last WhatsApp turn (the photo).
     assert web_create[0]["previous_response_id"] == whatsapp_create[-1]["response_id"]

@@ -268,6 +268,7 @@ def test_a_reply_quotes_its_message_when_the_user_wrote_since(receive) -> None:
 def test_thumbs_up_and_down_are_one_feedback_call_each_and_never_a_reply(receive) -> None:
     receive(wa.message_event(text="rate me"))
     reply = OutboundMessage.objects.get()
+    assert reply.wamid is not None
     turn = Turn.objects.get()
     receive(wa.reaction_event(reply.wamid, "\U0001f44d"))
     receive(wa.reaction_event(reply.wamid, "\U0001f44e\U0001f3fd"))  # a skin tone
@@ -285,6 +286,7 @@ def test_thumbs_up_and_down_are_one_feedback_call_each_and_never_a_reply(receive
 def test_other_emoji_and_a_removed_reaction_are_stored_without_a_call(receive) -> None:
     receive(wa.message_event(text="rate me"))
     reply = OutboundMessage.objects.get()
+    assert reply.wamid is not None
     receive(wa.reaction_event(reply.wamid, "\U0001f44d"))
     receive(wa.reaction_event(reply.wamid, "\u2764\ufe0f"))  # a heart: not a rating
     receive(wa.reaction_event(reply.wamid, ""))  # taken back
