@@ -8,6 +8,7 @@ from multichannel.health import healthz
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("audit/", include("audit.urls")),
     path("whatsapp/", include("whatsapp.urls")),
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("", include("web.urls")),
