@@ -199,13 +199,13 @@ def tree_extend(
         start, edge, levels = 0, [], []
     builder = merkle.RootBuilder.from_edge(start, edge)
     writer = _TileWriter(levels)
-    previous = event_hash(start) if start else GENESIS_HASH
+    previous: str | None = event_hash(start) if start else GENESIS_HASH
     if start and previous != base_hash:
         raise ChainError(
             f"the events up to the latest checkpoint were changed: event {start}'s hash is "
             "not the one it had when that checkpoint was signed (run verify_audit --checkpoint)"
         )
-    expected = start + 1
+    expected, link = start + 1, base_hash
     for sequence, digest, previous_hash, link in chain_links(after=start, upto=size):
         if sequence != expected:
             raise ChainError(f"sequence {expected} is missing (found {sequence} next)")
@@ -237,4 +237,4 @@ def tree_extend(
     if expected != size + 1:
         raise ChainError(f"sequence {expected} is missing (the chain head is at {size})")
     writer.finish()
-    return builder.root(), previous
+    return builder.root(), link if size > start else base_hash

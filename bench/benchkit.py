@@ -8,6 +8,7 @@ redis are imported only by the functions that need them, so a script can use thi
 before it sets up Django.
 """
 
+import json
 import math
 import os
 import platform
@@ -200,6 +201,46 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: f
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=timeout)
+
+
+# --- wall time and peak memory of one subprocess ---------------------------------------
+
+# Runs argv[2:] with its stdout written to the file argv[1] (discarded when argv[1] is
+# empty), then prints its wall seconds, peak RSS (KiB) and exit status as JSON. A fresh
+# helper per command that imports nothing but the standard library, so RUSAGE_CHILDREN
+# is that command's own peak (see bench/export_memory.py for the traps this avoids).
+MEASURE = """
+import json, resource, subprocess, sys, time
+with open(sys.argv[1] or "/dev/null", "wb") as out:
+    started = time.perf_counter()
+    status = subprocess.run(sys.argv[2:], stdout=out).returncode
+    elapsed = time.perf_counter() - started
+print(json.dumps([
+    elapsed,
+    resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    status,
+]))
+"""
+
+
+def measure(
+    command: list[str], stdout: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[float, int]:
+    """Run one command under the MEASURE helper; return (wall seconds, peak RSS in KiB)."""
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(stdout or ""), *command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode:
+        raise SystemExit(f"measuring failed: {result.stderr}")
+    elapsed, peak_kib, status = json.loads(result.stdout)
+    if status:
+        raise SystemExit(f"{command[0]} failed ({status}): {result.stderr}")
+    return float(elapsed), int(peak_kib)
 
 
 # --- CPU times from /proc --------------------------------------------------------------

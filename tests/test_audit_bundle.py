@@ -306,7 +306,7 @@ def test_the_admin_downloads_the_bundle_of_the_filtered_list(
     assert answer.status_code == 200
     assert answer["Content-Type"] == "application/zip"
     assert answer["Content-Disposition"].startswith('attachment; filename="audit-evidence-')
-    (tmp_path / "admin.zip").write_bytes(b"".join(answer.streaming_content))
+    (tmp_path / "admin.zip").write_bytes(answer.getvalue())
     with zipfile.ZipFile(tmp_path / "admin.zip") as archive:
         lines = archive.read("export.jsonl").decode().splitlines()
         assert "proofs.json" in archive.namelist()
