@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import IO
 from zipfile import ZIP_DEFLATED, ZipFile, ZipInfo
@@ -128,14 +129,8 @@ def bundle_readme(latest: AuditCheckpoint, *, complete: bool, count: int) -> str
             else "- `proofs.json`: an inclusion proof for each exported event against the\n"
             "  latest checkpoint.\n"
         ),
-        cryptography=_cryptography_version(),
+        cryptography=version("cryptography"),
     )
-
-
-def _cryptography_version() -> str:
-    from importlib.metadata import version
-
-    return version("cryptography")
 
 
 BUNDLE_README = """# Audit evidence bundle

@@ -28,7 +28,7 @@ from audit import merkle
 from audit.integrity import chain_hash
 from audit.jsonl import SEED_KEYS, integrity_fields, integrity_line
 from audit.models import AuditCheckpoint, AuditEvent
-from audit.notes import Checkpoint, VerifierKey, open_checkpoint, parse_checkpoint
+from audit.notes import Checkpoint, VerifierKey, open_checkpoint
 from audit.tree import TileReader
 from audit.verification import ExportFormatError, parse_line, record_digest, record_leaf
 
@@ -83,10 +83,11 @@ def inclusion_entries(
 def proof_write(handle: TextSink, checkpoint_note: str, entries: Iterable[dict[str, Any]]) -> int:
     """Stream a proof file, one event per line; how many events it holds."""
     handle.write(f'{{"format": {json.dumps(PROOF_FORMAT)},\n')
-    handle.write(f' "checkpoint": {json.dumps(checkpoint_note, ensure_ascii=False)},\n "events": [')
+    # ASCII (\u escapes): the same text once parsed, whatever the terminal's encoding.
+    handle.write(f' "checkpoint": {json.dumps(checkpoint_note)},\n "events": [')
     count = 0
     for entry in entries:
-        handle.write(("\n  " if not count else ",\n  ") + json.dumps(entry, ensure_ascii=False))
+        handle.write(("\n  " if not count else ",\n  ") + json.dumps(entry))
         count += 1
     handle.write("\n ]}\n")
     return count
@@ -242,9 +243,3 @@ def consistency_lookup(text: str, old_size: int, new_size: int) -> list[bytes]:
     if found:
         return _hashes(found[0], "the consistency proof")
     raise ProofFormatError(f"the bundle has no consistency proof from {old_size} to {new_size}")
-
-
-def checkpoint_of(note: str) -> Checkpoint:
-    """The checkpoint in a note, unverified (for display and lookups only)."""
-    split = note.rfind("\n\n")
-    return parse_checkpoint(note[: split + 1])

@@ -220,15 +220,8 @@ def tree_extend(
             raise ChainError(f"sequence {sequence} has a malformed content digest") from None
         writer.push(0, leaf)
         builder.push(leaf)
-        if (
-            builder.size == base_size
-            and start == 0
-            and (builder.root(), link)
-            != (
-                base_root,
-                base_hash,
-            )
-        ):
+        rebuilt_base = start == 0 and builder.size == base_size
+        if rebuilt_base and (builder.root(), link) != (base_root, base_hash):
             raise ChainError(
                 f"the first {base_size} events are no longer those of the latest "
                 "checkpoint: the log was changed (run verify_audit --checkpoint)"
@@ -237,4 +230,4 @@ def tree_extend(
     if expected != size + 1:
         raise ChainError(f"sequence {expected} is missing (the chain head is at {size})")
     writer.finish()
-    return builder.root(), link if size > start else base_hash
+    return builder.root(), link
