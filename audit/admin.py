@@ -3,6 +3,7 @@ across channels, check the evidence, download JSONL. Nobody, superusers included
 add, change or delete an event here."""
 
 import json
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -13,6 +14,7 @@ from django.core.exceptions import FieldError, ValidationError
 from django.db import connections
 from django.db.models import QuerySet
 from django.http import (
+    FileResponse,
     HttpRequest,
     HttpResponse,
     HttpResponseBadRequest,
@@ -25,10 +27,14 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from audit.bundle import BundleError, bundle_write
+from audit.checkpoints import SigningKeyError, checkpoint_latest, signing_key
 from audit.evidence import CONDITIONS, LABELS, cross_channel_pairs
 from audit.jsonl import SEED_KEYS, seed_fields_and_line
-from audit.models import AuditEvent
+from audit.models import AuditCheckpoint, AuditCheckpointTimestamp, AuditEvent, AuditPublication
+from audit.publishing import checkpoint_health, publication_targets
 from audit.toolkit import ReadOnlyAdmin
+from audit.tree import TreeUnavailableError
 
 
 class BadFilterError(ValueError):
@@ -148,6 +154,8 @@ class AuditEventAdmin(ReadOnlyAdmin):
         return [
             path("export/", wrap(self.export_view), name="audit_auditevent_export"),
             path("evidence/", wrap(self.evidence_view), name="audit_auditevent_evidence"),
+            path("checkpoints/", wrap(self.checkpoints_view), name="audit_auditevent_checkpoints"),
+            path("bundle/", wrap(self.bundle_view), name="audit_auditevent_bundle"),
             *super().get_urls(),
         ]
 
@@ -192,3 +200,57 @@ class AuditEventAdmin(ReadOnlyAdmin):
             "failed": sum(not pair.passed for pair in pairs),
         }
         return TemplateResponse(request, "admin/audit/auditevent/evidence.html", context)
+
+    def checkpoints_view(self, request: HttpRequest) -> HttpResponse:
+        """The latest signed checkpoint and the public key to check it with."""
+        if not self.has_view_permission(request):
+            return HttpResponse(status=403)
+        try:
+            key = signing_key()
+            public_key = key.verifier.text if key else None
+            key_problem = (
+                None if key else "AUDIT_SIGNING_KEY is not set: no checkpoints are signed."
+            )
+        except SigningKeyError as exc:
+            public_key, key_problem = None, str(exc)
+        recent = list(AuditCheckpoint.objects.order_by("-size")[:20])
+        stamped = set(
+            AuditCheckpointTimestamp.objects.filter(
+                checkpoint_size__in=[c.size for c in recent]
+            ).values_list("checkpoint_size", flat=True)
+        )
+        pending = AuditPublication.objects.filter(
+            published_at=None, target__in=publication_targets()
+        ).order_by("checkpoint_size")[:20]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Signed checkpoints",
+            "opts": self.model._meta,
+            "latest": checkpoint_latest(),
+            "public_key": public_key,
+            "key_problem": key_problem,
+            "recent": [(c, c.size in stamped) for c in recent],
+            "pending": pending,
+            "health": checkpoint_health(),
+        }
+        return TemplateResponse(request, "admin/audit/auditevent/checkpoints.html", context)
+
+    def bundle_view(self, request: HttpRequest) -> HttpResponseBase:
+        """The evidence bundle of the current filtered selection of the change list."""
+        if not self.has_view_permission(request):
+            return HttpResponse(status=403)
+        events = self.get_changelist_instance(request).get_queryset(request)
+        # A temporary file, not memory: a bundle of the whole ledger is as big as an export.
+        spool = tempfile.TemporaryFile()  # noqa: SIM115  (FileResponse closes it)
+        try:
+            bundle_write(spool, events)
+        except (BundleError, SigningKeyError, TreeUnavailableError) as exc:
+            spool.close()
+            return HttpResponse(
+                f"No evidence bundle: {exc}\n", status=409, content_type="text/plain"
+            )
+        spool.seek(0)
+        filename = f"audit-evidence-{timezone.now():%Y%m%dT%H%M%SZ}.zip"
+        return FileResponse(
+            spool, as_attachment=True, filename=filename, content_type="application/zip"
+        )

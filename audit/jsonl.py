@@ -172,23 +172,40 @@ INTEGRITY_FIELDS = (
     "previous_hash",
     "hash",
 )
+# ... and this one, only on the line of an event whose body was erased (the row still
+# refers to a body by its digest, but the body is gone): its `full_response` is null
+# and its content digest can only be taken as stored ("digest-only").
+ERASED_KEY = "full_response_erased"
 _INTEGRITY = (
     ',"sequence":%d,"api_key_fingerprint":%s,"context":%s,'
-    '"content_digest":%s,"previous_hash":%s,"hash":%s}'
+    '"content_digest":%s,"previous_hash":%s,"hash":%s'
 )
+
+
+def integrity_fields() -> tuple[Any, ...]:
+    """What to select with `values_list` for `integrity_line`."""
+    return (*seed_fields(), *INTEGRITY_FIELDS, "body_id")
 
 
 def integrity_line(values: Sequence[Any]) -> str:
     """A seed-format line with the integrity fields appended, from
-    `values_list(*seed_fields(), *INTEGRITY_FIELDS)`. The context is written in the
-    canonical form the digest covers (sorted keys)."""
+    `values_list(*integrity_fields())`. The context is written in the canonical form
+    the digest covers (sorted keys)."""
     seed, extra = values[: len(SEED_KEYS)], values[len(SEED_KEYS) :]
-    sequence, fingerprint, context, digest, previous_hash, link = extra
-    return values_line(seed)[:-1] + _INTEGRITY % (
-        sequence,
-        _value(fingerprint),
-        canonical_context(context),
-        _value(digest),
-        _value(previous_hash),
-        _value(link),
+    sequence, fingerprint, context, digest, previous_hash, link, body_id = extra
+    # A stored body is never the text "null" (the recorder stores none for it), so
+    # a body reference with a null text is an erased body.
+    erased = body_id is not None and seed[-1] == "null"
+    return (
+        values_line(seed)[:-1]
+        + _INTEGRITY
+        % (
+            sequence,
+            _value(fingerprint),
+            canonical_context(context),
+            _value(digest),
+            _value(previous_hash),
+            _value(link),
+        )
+        + (f',"{ERASED_KEY}":true}}' if erased else "}")
     )

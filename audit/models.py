@@ -281,3 +281,87 @@ class AuditChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"audit chain head at {self.sequence}"
+
+
+# --- signed checkpoints and the stored Merkle tree (audit/tree.py, audit/checkpoints.py) ---
+# Insert-only like the events: database triggers refuse UPDATE and DELETE on the first
+# three (audit/triggers.py). Publications are a work queue and change as they are retried.
+
+
+class AuditCheckpoint(models.Model):
+    """A signed tree head: the ledger's first `size` events have Merkle root `root_hash`.
+    `note` is the signed note exactly as published (c2sp.org/tlog-checkpoint)."""
+
+    size = models.BigIntegerField(unique=True)
+    root_hash = models.CharField(max_length=64)  # hex; the note carries it in base64
+    # The chain hash of event `size` when this was signed: the next checkpoint checks
+    # that the chain it extends is still the one signed here.
+    last_hash = models.CharField(max_length=64)
+    note = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-size"]
+        get_latest_by = "size"
+
+    def __str__(self) -> str:
+        return f"checkpoint at {self.size}"
+
+
+class AuditTreeTile(models.Model):
+    """Stored hashes of the Merkle tree, laid out like c2sp.org/tlog-tiles: tile
+    (level, number) holds the hashes of the complete subtrees at tree level 8 * level
+    with indexes 256 * number .. 256 * number + width - 1, 32 bytes each. Full tiles
+    have width 256; the partial tiles at a checkpoint's right edge are stored too, one
+    row per width. Every node of the tree is one of these hashes or is computed from at
+    most 128 of them, so a proof at a million events reads a handful of rows."""
+
+    level = models.PositiveSmallIntegerField()
+    number = models.BigIntegerField()
+    width = models.PositiveSmallIntegerField()
+    hashes = models.BinaryField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["level", "number", "width"], name="audit_tile_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"tile {self.level}/{self.number}.{self.width}"
+
+
+class AuditCheckpointTimestamp(models.Model):
+    """An RFC 3161 time-stamp response over a checkpoint's signed note, as the TSA sent
+    it (DER), verified against AUDIT_TSA_CA_FILE before it was stored."""
+
+    checkpoint_size = models.BigIntegerField(unique=True)
+    token = models.BinaryField()
+    tsa_url = models.CharField(max_length=500)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"time-stamp of checkpoint {self.checkpoint_size}"
+
+
+class AuditPublication(models.Model):
+    """One checkpoint to one place outside the database (a TSA, a directory, a
+    witness URL). Pending until it succeeds; failures are retried and shown in /healthz."""
+
+    checkpoint_size = models.BigIntegerField()
+    target = models.CharField(max_length=500)
+    created_at = models.DateTimeField(default=timezone.now)
+    published_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    failing_since = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["checkpoint_size", "target"], name="audit_publication_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["published_at"], name="audit_publication_pending")]
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.checkpoint_size} to {self.target}"

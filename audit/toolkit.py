@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, time
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import IO, Any, NoReturn, TextIO
 
 from django.contrib import admin
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -74,6 +74,24 @@ def atomic_output(path: Path, *, encoding: str = "utf-8") -> Iterator[TextIO]:
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding=encoding, newline="\n") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_binary_output(path: Path) -> Iterator[IO[bytes]]:
+    """atomic_output for bytes (a zip, say)."""
+    directory = path.resolve().parent
+    if not directory.is_dir():
+        raise CommandError(f"output directory {directory} does not exist")
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w+b") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

@@ -2,19 +2,32 @@
 through the application's connection cannot UPDATE or DELETE an event (nor, on
 PostgreSQL, TRUNCATE the table), nor change a stored body. The chain head is guarded
 the same way: it can only move forward and cannot be deleted (a lost head would make
-every writer fail, or a restarted one fork the chain).
+every writer fail, or a restarted one fork the chain). Signed checkpoints, the stored
+Merkle tree and time-stamp tokens are insert-only too.
 
 Triggers are grouped by table and installed for the tables that exist, so a migration
 written before a table existed installs exactly what it did then."""
+
+from collections.abc import Collection
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 TABLE = "audit_auditevent"
 HEAD = "audit_auditchainhead"
 BODY = "audit_auditbody"
+CHECKPOINT = "audit_auditcheckpoint"
+TILE = "audit_audittreetile"
+TIMESTAMP = "audit_auditcheckpointtimestamp"
 MESSAGE = "audit events are append-only"
 HEAD_MESSAGE = "the audit chain head only moves forward"
 BODY_MESSAGE = "audit bodies cannot be changed"
+# Checkpoints, the stored tree and time-stamps: insert-only, like the events.
+EVIDENCE_MESSAGE = "audit checkpoints and tree hashes are append-only"
+EVIDENCE = {
+    CHECKPOINT: "audit_checkpoint",
+    TILE: "audit_tile",
+    TIMESTAMP: "audit_timestamp",
+}
 
 
 def _sqlite_abort(name: str, when: str, table: str, message: str, condition: str = "") -> str:
@@ -76,6 +89,19 @@ _SQLITE: dict[str, tuple[list[str], list[str]]] = {
         [_sqlite_abort("audit_body_no_update", "UPDATE", BODY, BODY_MESSAGE)],
         ["DROP TRIGGER IF EXISTS audit_body_no_update"],
     ),
+    **{
+        table: (
+            [
+                _sqlite_abort(f"{prefix}_no_update", "UPDATE", table, EVIDENCE_MESSAGE),
+                _sqlite_abort(f"{prefix}_no_delete", "DELETE", table, EVIDENCE_MESSAGE),
+            ],
+            [
+                f"DROP TRIGGER IF EXISTS {prefix}_no_update",
+                f"DROP TRIGGER IF EXISTS {prefix}_no_delete",
+            ],
+        )
+        for table, prefix in EVIDENCE.items()
+    },
 }
 _POSTGRES: dict[str, tuple[list[str], list[str]]] = {
     TABLE: (
@@ -124,10 +150,35 @@ _POSTGRES: dict[str, tuple[list[str], list[str]]] = {
             "DROP FUNCTION IF EXISTS audit_body_immutable()",
         ],
     ),
+    **{
+        table: (
+            [
+                _postgres_function(f"{prefix}_append_only", EVIDENCE_MESSAGE),
+                *_postgres_trigger(
+                    f"{prefix}_no_change", "UPDATE OR DELETE", table, f"{prefix}_append_only"
+                ),
+                *_postgres_trigger(
+                    f"{prefix}_no_truncate",
+                    "TRUNCATE",
+                    table,
+                    f"{prefix}_append_only",
+                    "STATEMENT",
+                ),
+            ],
+            [
+                f"DROP TRIGGER IF EXISTS {prefix}_no_change ON {table}",
+                f"DROP TRIGGER IF EXISTS {prefix}_no_truncate ON {table}",
+                f"DROP FUNCTION IF EXISTS {prefix}_append_only()",
+            ],
+        )
+        for table, prefix in EVIDENCE.items()
+    },
 }
 
 
-def _statements(connection: BaseDatabaseWrapper, install: bool) -> list[str]:
+def _statements(
+    connection: BaseDatabaseWrapper, install: bool, tables: Collection[str] | None
+) -> list[str]:
     if connection.vendor == "sqlite":
         groups = _SQLITE
     elif connection.vendor == "postgresql":
@@ -138,18 +189,23 @@ def _statements(connection: BaseDatabaseWrapper, install: bool) -> list[str]:
     return [
         statement
         for table, (installs, uninstalls) in groups.items()
-        if table in present
+        if table in present and (tables is None or table in tables)
         for statement in (installs if install else uninstalls)
     ]
 
 
-def triggers_install(connection: BaseDatabaseWrapper) -> None:
+def triggers_install(
+    connection: BaseDatabaseWrapper, tables: Collection[str] | None = None
+) -> None:
+    """Install the triggers of every audit table that exists (or of `tables` only)."""
     with connection.cursor() as cursor:
-        for statement in _statements(connection, install=True):
+        for statement in _statements(connection, install=True, tables=tables):
             cursor.execute(statement)
 
 
-def triggers_uninstall(connection: BaseDatabaseWrapper) -> None:
+def triggers_uninstall(
+    connection: BaseDatabaseWrapper, tables: Collection[str] | None = None
+) -> None:
     with connection.cursor() as cursor:
-        for statement in _statements(connection, install=False):
+        for statement in _statements(connection, install=False, tables=tables):
             cursor.execute(statement)

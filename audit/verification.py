@@ -1,13 +1,19 @@
-"""Walking the audit hash chain, in the database or in an exported JSONL file."""
+"""Walking the audit hash chain, in the database or in an exported JSONL file, and
+checking it against a signed checkpoint (its Merkle root at the checkpoint's size)."""
 
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
+from django.db.models import F
+
+from audit import merkle
 from audit.integrity import GENESIS_HASH, chain_hash, content_digest, format_timestamp
-from audit.jsonl import INTEGRITY_FIELDS, SEED_KEYS, seed_fields
+from audit.jsonl import ERASED_KEY, INTEGRITY_FIELDS, SEED_KEYS
 from audit.models import AuditChainHead, AuditEvent
+from audit.notes import Checkpoint
+from audit.tree import TileReader, TreeUnavailableError
 
 _FULL_RESPONSE = ',"full_response":'
 
@@ -22,12 +28,43 @@ class Record:
     response_id: str | None
     conversation_id: str | None
     previous_response_id: str | None
-    full_response: str
+    # The exact JSON text as stored, or None when the body was erased: the event is
+    # then "digest-only", its stored content digest taken as it is (it can no longer
+    # be recomputed). The chain and the Merkle tree commit to the digest, so they
+    # still verify; verdicts count such events so an auditor sees every one.
+    full_response: str | None
     api_key_fingerprint: str
     context: Any
     content_digest: str
     previous_hash: str
     hash: str
+
+
+def record_digest(record: Record) -> str:
+    """The event's content digest recomputed from its content; the stored one for a
+    digest-only (erased) event."""
+    if record.full_response is None:
+        return record.content_digest
+    return content_digest(
+        timestamp=record.timestamp,
+        channel=record.channel,
+        action=record.action,
+        end_user_id=record.end_user_id,
+        response_id=record.response_id,
+        conversation_id=record.conversation_id,
+        previous_response_id=record.previous_response_id,
+        full_response=record.full_response,
+        api_key_fingerprint=record.api_key_fingerprint,
+        context=record.context,
+    )
+
+
+def record_leaf(record: Record) -> bytes:
+    """The event's Merkle leaf hash (a malformed digest gives a hash no leaf has)."""
+    try:
+        return merkle.event_leaf_hash(record.sequence, record.content_digest)
+    except ValueError:
+        return bytes(merkle.HASH_SIZE)
 
 
 @dataclass(frozen=True)
@@ -37,18 +74,37 @@ class Verdict:
     last_hash: str
     problem: str | None = None
     at_sequence: int | None = None
+    digest_only: tuple[int, ...] = ()
+    # Set once the log was found to have this signed checkpoint's root.
+    checkpoint: Checkpoint | None = None
 
     @property
     def ok(self) -> bool:
         return self.problem is None
 
     def describe(self) -> str:
-        if self.ok:
-            return (
-                f"OK: {self.checked} events, chain intact; "
-                f"last sequence {self.last_sequence}, hash {self.last_hash}"
+        if not self.ok:
+            where = f" at sequence {self.at_sequence}" if self.at_sequence is not None else ""
+            return f"FAIL{where}: {self.problem}"
+        lines = []
+        if self.checkpoint is not None:
+            lines.append(
+                f"OK: the log's first {self.checkpoint.size} events have the signed "
+                f"checkpoint's root {self.checkpoint.root_b64} ({self.checkpoint.origin})"
             )
-        return f"FAIL at sequence {self.at_sequence}: {self.problem}"
+        summary = (
+            f"OK: {self.checked} events, chain intact; "
+            f"last sequence {self.last_sequence}, hash {self.last_hash}"
+        )
+        if self.digest_only:
+            shown = ", ".join(map(str, self.digest_only[:10]))
+            more = ", ..." if len(self.digest_only) > 10 else ""
+            summary += (
+                f"; {len(self.digest_only)} verified digest-only (content erased): "
+                f"sequence {shown}{more}"
+            )
+        lines.append(summary)
+        return "\n".join(lines)
 
 
 class ExportFormatError(ValueError):
@@ -66,9 +122,10 @@ def verify(
     run 1, 2, 3, ... with each event chained to the one before."""
     expected, previous, checked = 1, GENESIS_HASH, 0
     last_hash = GENESIS_HASH
+    digest_only: list[int] = []
 
     def fail(sequence: int, problem: str) -> Verdict:
-        return Verdict(checked, expected - 1, last_hash, problem, sequence)
+        return Verdict(checked, expected - 1, last_hash, problem, sequence, tuple(digest_only))
 
     for record in records:
         if record.sequence < expected:
@@ -84,32 +141,94 @@ def verify(
             if owner is not None:
                 return fail(record.sequence, f"reordered (it was chained after sequence {owner})")
             return fail(record.sequence, "chain broken (previous hash does not match)")
-        digest = content_digest(
-            timestamp=record.timestamp,
-            channel=record.channel,
-            action=record.action,
-            end_user_id=record.end_user_id,
-            response_id=record.response_id,
-            conversation_id=record.conversation_id,
-            previous_response_id=record.previous_response_id,
-            full_response=record.full_response,
-            api_key_fingerprint=record.api_key_fingerprint,
-            context=record.context,
-        )
+        digest = record_digest(record)
         if digest != record.content_digest:
             return fail(record.sequence, "changed (content does not match its digest)")
         link = chain_hash(sequence=record.sequence, previous_hash=previous, digest=digest)
         if link != record.hash:
             return fail(record.sequence, "changed (hash does not match its sequence and digest)")
+        if record.full_response is None:
+            digest_only.append(record.sequence)
         checked += 1
         expected, previous, last_hash = record.sequence + 1, link, link
-    return Verdict(checked, expected - 1, last_hash)
+    return Verdict(checked, expected - 1, last_hash, digest_only=tuple(digest_only))
+
+
+class _RootTap:
+    """Passes records through while computing the Merkle root of the first `size`."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.builder = merkle.RootBuilder()
+        self.root: bytes | None = merkle.EMPTY_ROOT if size == 0 else None
+
+    def __call__(self, records: Iterable[Record]) -> Iterator[Record]:
+        for record in records:
+            if self.builder.size < self.size:
+                self.builder.push(record_leaf(record))
+                if self.builder.size == self.size:
+                    self.root = self.builder.root()
+            yield record
+
+
+def first_difference(records: Iterable[Record], checkpoint: Checkpoint) -> int | None:
+    """Which event differs from what the checkpoint signed, if the stored tree still
+    has the checkpoint's root (then its leaves are the signed ones); None otherwise."""
+    reader = TileReader()
+    try:
+        if reader.root(checkpoint.size) != checkpoint.root:
+            return None
+        for record, signed in zip(records, reader.leaf_hashes(checkpoint.size), strict=False):
+            if record_leaf(record) != signed:
+                return record.sequence
+    except TreeUnavailableError:
+        return None
+    return None
+
+
+def _against_checkpoint(
+    verdict: Verdict,
+    tap: _RootTap,
+    checkpoint: Checkpoint,
+    records: Callable[[], Iterable[Record]],
+) -> Verdict:
+    """After the chain verified: the log must reach the checkpoint's size and have its
+    root there. A chain rewritten from scratch, every hash recomputed, fails here."""
+    if not verdict.ok:
+        return verdict
+    if tap.root is None:
+        return replace(
+            verdict,
+            problem=f"size: the log holds {verdict.last_sequence} events, the checkpoint "
+            f"covers {checkpoint.size} (events from sequence {verdict.last_sequence + 1} "
+            "on are missing)",
+        )
+    if tap.root != checkpoint.root:
+        first = first_difference(records(), checkpoint)
+        where = (
+            f"; sequence {first} is the first event that differs from what was signed"
+            if first is not None
+            else ""
+        )
+        return replace(
+            verdict,
+            problem=f"root: the log's first {checkpoint.size} events do not have the "
+            f"checkpoint's root {checkpoint.root_b64}{where}",
+        )
+    return replace(verdict, checkpoint=checkpoint)
 
 
 # --- the database --------------------------------------------------------------------
 
-_DB_NAMES = ("sequence", "timestamp", *SEED_KEYS[1:], *INTEGRITY_FIELDS[1:])
-_DB_FIELDS = ("sequence", "timestamp", *seed_fields()[1:], *INTEGRITY_FIELDS[1:])
+_DB_NAMES = ("sequence", "timestamp", *SEED_KEYS[1:], *INTEGRITY_FIELDS[1:], "body_id")
+_DB_FIELDS = (
+    "sequence",
+    "timestamp",
+    *SEED_KEYS[1:-1],
+    F("body__text"),  # None when there is no body, or when it was erased
+    *INTEGRITY_FIELDS[1:],
+    "body_id",
+)
 
 
 def database_records(chunk: int = 2000) -> Iterator[Record]:
@@ -117,14 +236,21 @@ def database_records(chunk: int = 2000) -> Iterator[Record]:
     for row in rows.iterator(chunk_size=chunk):
         values = dict(zip(_DB_NAMES, row, strict=True))
         values["timestamp"] = format_timestamp(values["timestamp"])
+        body_id = values.pop("body_id")
+        if values["full_response"] is None and body_id is None:
+            values["full_response"] = "null"  # an event recorded without a body
         yield Record(**values)
 
 
-def verify_database() -> Verdict:
+def verify_database(checkpoint: Checkpoint | None = None) -> Verdict:
+    """The chain in the database, up to its head; with a (verified) checkpoint, also
+    its Merkle root at the checkpoint's size."""
+
     def owner(hash_value: str) -> int | None:
         return AuditEvent.objects.filter(hash=hash_value).values_list("sequence", flat=True).first()
 
-    verdict = verify(database_records(), owner_of_hash=owner)
+    tap = _RootTap(checkpoint.size if checkpoint else 0)
+    verdict = verify(tap(database_records()), owner_of_hash=owner)
     if not verdict.ok:
         return verdict
     head = AuditChainHead.objects.filter(pk=1).first()
@@ -138,6 +264,8 @@ def verify_database() -> Verdict:
             f"the last event is {verdict.last_sequence})",
             verdict.last_sequence + 1,
         )
+    if checkpoint is not None:
+        return _against_checkpoint(verdict, tap, checkpoint, database_records)
     return verdict
 
 
@@ -173,7 +301,7 @@ def parse_line(line: str, number: int) -> Record:
             response_id=data["response_id"],
             conversation_id=data["conversation_id"],
             previous_response_id=data["previous_response_id"],
-            full_response=line[start:end],
+            full_response=None if data.get(ERASED_KEY) is True else line[start:end],
             api_key_fingerprint=data["api_key_fingerprint"],
             context=data["context"],
             content_digest=data["content_digest"],
@@ -191,5 +319,21 @@ def file_records(handle: TextIO) -> Iterator[Record]:
             yield parse_line(line, number)
 
 
-def verify_file(handle: TextIO, *, contiguous: bool = True) -> Verdict:
-    return verify(file_records(handle), contiguous=contiguous)
+def verify_file(
+    handle: TextIO, *, contiguous: bool = True, checkpoint: Checkpoint | None = None
+) -> Verdict:
+    """An export, offline; with a (verified) checkpoint, also its Merkle root (which
+    needs the complete export: `contiguous`)."""
+    if checkpoint is None:
+        return verify(file_records(handle), contiguous=contiguous)
+    if not contiguous:
+        raise ValueError("a checkpoint's root needs the complete export")
+    start = handle.tell()
+    tap = _RootTap(checkpoint.size)
+    verdict = verify(tap(file_records(handle)))
+
+    def again() -> Iterator[Record]:
+        handle.seek(start)
+        return file_records(handle)
+
+    return _against_checkpoint(verdict, tap, checkpoint, again)

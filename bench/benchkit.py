@@ -7,6 +7,7 @@ on sys.path; bench/ has no __init__.py); importing it puts the project root on s
 too, for `tests.support`. Nothing here imports Django.
 """
 
+import json
 import math
 import os
 import platform
@@ -111,6 +112,46 @@ def django_connections_close() -> None:
         from django.db import connections
 
         connections.close_all()
+
+
+# --- wall time and peak memory of one subprocess ---------------------------------------
+
+# Runs argv[2:] with its stdout written to the file argv[1] (discarded when argv[1] is
+# empty), then prints its wall seconds, peak RSS (KiB) and exit status as JSON. A fresh
+# helper per command that imports nothing but the standard library, so RUSAGE_CHILDREN
+# is that command's own peak (see bench/export_memory.py for the traps this avoids).
+MEASURE = """
+import json, resource, subprocess, sys, time
+with open(sys.argv[1] or "/dev/null", "wb") as out:
+    started = time.perf_counter()
+    status = subprocess.run(sys.argv[2:], stdout=out).returncode
+    elapsed = time.perf_counter() - started
+print(json.dumps([
+    elapsed,
+    resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    status,
+]))
+"""
+
+
+def measure(
+    command: list[str], stdout: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[float, int]:
+    """Run one command under the MEASURE helper; return (wall seconds, peak RSS in KiB)."""
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(stdout or ""), *command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode:
+        raise SystemExit(f"measuring failed: {result.stderr}")
+    elapsed, peak_kib, status = json.loads(result.stdout)
+    if status:
+        raise SystemExit(f"{command[0]} failed ({status}): {result.stderr}")
+    return float(elapsed), int(peak_kib)
 
 
 # --- CPU times from /proc --------------------------------------------------------------

@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "multichannel.settings")
 
+import benchkit  # noqa: E402
 import django  # noqa: E402
 
 django.setup()
@@ -131,45 +131,9 @@ def count_lines(path: Path) -> int:
     return lines
 
 
-# Runs argv[2:] with its stdout written to the file argv[1] (discarded when argv[1] is
-# empty), then prints its wall seconds, peak RSS (KiB) and exit status as JSON.
-MEASURE = """
-import json, resource, subprocess, sys, time
-with open(sys.argv[1] or "/dev/null", "wb") as out:
-    started = time.perf_counter()
-    status = subprocess.run(sys.argv[2:], stdout=out).returncode
-    elapsed = time.perf_counter() - started
-print(json.dumps([
-    elapsed,
-    resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
-    status,
-]))
-"""
-
-
-def measure(
-    command: list[str], stdout: Path | None = None, env: dict[str, str] | None = None
-) -> tuple[float, int]:
-    """Run one command under the MEASURE helper; return (wall seconds, peak RSS in KiB)."""
-    result = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(stdout or ""), *command],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode:
-        raise SystemExit(f"measuring failed: {result.stderr}")
-    elapsed, peak_kib, status = json.loads(result.stdout)
-    if status:
-        raise SystemExit(f"{command[0]} failed ({status}): {result.stderr}")
-    return float(elapsed), int(peak_kib)
-
-
 def export_once(output: Path) -> tuple[float, int]:
     """Run one export subprocess; return (wall seconds, peak RSS in KiB)."""
-    return measure(
+    return benchkit.measure(
         [sys.executable, str(ROOT / "manage.py"), "export_audit", "--output", str(output)]
     )
 
@@ -297,7 +261,7 @@ def main() -> None:
             lines = count_lines(output)
             if lines != size:
                 raise SystemExit(f"exported {lines} lines for {size} events")
-            dump_elapsed, _ = measure(dump, stdout=dumped, env=dump_env)
+            dump_elapsed, _ = benchkit.measure(dump, stdout=dumped, env=dump_env)
             if count_lines(dumped) != size:
                 raise SystemExit(f"the dump wrote {count_lines(dumped)} lines for {size} events")
             same = "yes" if filecmp.cmp(output, dumped, shallow=False) else "no"

@@ -1,4 +1,6 @@
-"""GET /healthz: can this process reach its database and its queue?"""
+"""GET /healthz: can this process reach its database and its queue? It also says how
+the ledger's signed checkpoints are doing, without that changing the status: a witness
+being down is for an operator to look at, not a reason to take the app out of service."""
 
 import logging
 
@@ -7,6 +9,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from huey.contrib.djhuey import HUEY
+
+from audit.publishing import checkpoint_health
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +34,16 @@ def _queue() -> bool:
     return True
 
 
+def _checkpoints(database_ok: bool) -> str:
+    if not database_ok:
+        return "unknown"
+    try:
+        return checkpoint_health()
+    except Exception:  # as above
+        logger.exception("health: checkpoint state unreadable")
+        return "unknown"
+
+
 @require_GET
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -39,6 +53,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
         {
             "status": "ok" if healthy else "unavailable",
             **{name: "ok" if ok else "unreachable" for name, ok in checks.items()},
+            "checkpoints": _checkpoints(checks["database"]),
         },
         status=200 if healthy else 503,
     )

@@ -205,6 +205,25 @@ SENDER_LIMIT_REPLY: str = env.str(
 # At most one sign-in link per end user this often; a new link revokes older unused ones.
 SIGNIN_LINK_INTERVAL_SECONDS: int = env.int("SIGNIN_LINK_INTERVAL_SECONDS", default=120)
 
+# --- Audit ledger: signed checkpoints (README, "For auditors") ---------------------
+# The Ed25519 note signer key (PRIVATE+KEY+...), or the path of a file holding it; from
+# `manage.py audit_keygen`. Unset: no checkpoints are signed, nothing else changes.
+AUDIT_SIGNING_KEY: str = env.str("AUDIT_SIGNING_KEY", default="").strip()
+# The checkpoint's origin line (the log's name). Unset: the signing key's name, which
+# audit_keygen derives from SITE_URL (e.g. 127.0.0.1:8000/audit).
+AUDIT_LOG_ORIGIN: str = env.str("AUDIT_LOG_ORIGIN", default="").strip()
+# A new checkpoint is signed this often when new events exist.
+AUDIT_CHECKPOINT_MINUTES: int = env.int("AUDIT_CHECKPOINT_MINUTES", default=60)
+# Every checkpoint is also written here (a directory), and POSTed to each witness URL.
+AUDIT_CHECKPOINT_DIR: str = env.str("AUDIT_CHECKPOINT_DIR", default="")
+AUDIT_WITNESS_URLS: list[str] = env.list("AUDIT_WITNESS_URLS", default=[])
+# Read timeout (seconds) for witnesses and the time-stamp authority.
+AUDIT_PUBLISH_TIMEOUT: float = env.float("AUDIT_PUBLISH_TIMEOUT", default=10.0)
+# Optional RFC 3161 time-stamp authority, and the PEM file of the root certificate(s)
+# its tokens are verified against before they are stored.
+AUDIT_TSA_URL: str = env.str("AUDIT_TSA_URL", default="")
+AUDIT_TSA_CA_FILE: str = env.str("AUDIT_TSA_CA_FILE", default="")
+
 # --- Processing -------------------------------------------------------------------
 # A worker holds a per-user lease while it answers that user's messages; a crashed
 # worker's lease runs out after this long and the recovery task takes over.

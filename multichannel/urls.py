@@ -10,6 +10,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
+    path("audit/", include("audit.urls")),
     path("whatsapp/", include("whatsapp.urls")),
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("", include("web.urls")),

@@ -10,6 +10,7 @@ import pytest
 import responses
 from django.test import Client
 
+from audit.notes import SignerKey, generate_key
 from multichannel import mka1
 from multichannel.models import EndUser
 from multichannel.sandbox import whatsapp as wa
@@ -82,6 +83,33 @@ def _audit_triggers_out_of_the_way_of_flush(request: pytest.FixtureRequest) -> I
     triggers_install(connection)
     yield
     triggers_uninstall(connection)
+
+
+@pytest.fixture
+def audit_key(settings: Any) -> SignerKey:
+    """A signing key for checkpoints, configured as AUDIT_SIGNING_KEY."""
+    key = generate_key("multichannel.test/audit")
+    settings.AUDIT_SIGNING_KEY = key.text
+    return key
+
+
+@pytest.fixture
+def public_key_file(audit_key: SignerKey, tmp_path: Any) -> str:
+    path = tmp_path / "public.key"
+    path.write_text(audit_key.verifier.text + "\n")
+    return str(path)
+
+
+@pytest.fixture
+def without_triggers(db: None) -> Iterator[None]:
+    """An operator with DDL rights: the append-only triggers are dropped before tampering."""
+    from django.db import connection
+
+    from audit.triggers import triggers_install, triggers_uninstall
+
+    triggers_uninstall(connection)
+    yield
+    triggers_install(connection)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from django.db import DatabaseError, connection, transaction
 
 from audit.models import AuditChainHead, AuditEvent
 from audit.services import audit_event_record
-from audit.triggers import triggers_install, triggers_uninstall
 from audit.verification import verify_database
 from tests.support.threads import at_once
 
@@ -53,14 +52,6 @@ def failure(*args: str) -> str:
 def raw_sql(sql: str, params: list | None = None) -> None:
     with connection.cursor() as cursor:
         cursor.execute(sql, params or [])
-
-
-@pytest.fixture
-def without_triggers():
-    """An attacker with DDL rights: the triggers are dropped before tampering."""
-    triggers_uninstall(connection)
-    yield
-    triggers_install(connection)
 
 
 # --- append-only ------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """`manage.py export_audit`: the exact JSONL format, every filter, atomic file output,
 one-line errors for bad arguments, and flat memory on large exports."""
 
+import csv
 import errno
 import io
 import json
@@ -613,3 +614,56 @@ def test_exporting_100k_events_keeps_memory_flat(tmp_path: Path) -> None:
     assert count == MANY
     assert first["timestamp"] == "2026-03-30T19:10:14.000Z"
     assert first["full_response"]["id"] == "resp_0000000"
+
+
+# --- CSV -----------------------------------------------------------------------------------
+
+
+def test_csv_has_the_seed_columns_and_full_response_as_json_text() -> None:
+    seed_events()
+    compact_get = json.dumps(json.loads(GET_WIRE), ensure_ascii=False, separators=(",", ":"))
+    text = export("--format", "csv")
+    lines = text.split("\r\n")
+    assert lines[0] == (
+        "timestamp,channel,action,end_user_id,response_id,conversation_id,"
+        "previous_response_id,full_response"
+    )
+    assert lines[2] == (
+        "2026-03-30T19:11:02.000Z,webapp,responses.get,123,resp_abc123,conv_abc123,,"
+        + '"' + compact_get.replace('"', '""') + '"'
+    )  # fmt: skip
+    assert lines[3:] == [""]
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [json.loads(row["full_response"]) for row in rows] == [
+        json.loads(line)["full_response"] for line in export().splitlines()
+    ]
+
+
+def test_csv_with_integrity_carries_the_chain_columns(tmp_path: Path) -> None:
+    seed_events()
+    target = tmp_path / "audit.csv"
+    call_command(
+        "export_audit", "--format", "csv", "--with-integrity", "-o", str(target), stderr=StringIO()
+    )
+    rows = list(csv.DictReader(target.open(encoding="utf-8", newline="")))
+    last = AuditEvent.objects.get(sequence=2)
+    assert list(rows[1])[8:] == [
+        "sequence",
+        "api_key_fingerprint",
+        "context",
+        "content_digest",
+        "previous_hash",
+        "hash",
+        "full_response_erased",
+    ]
+    assert (rows[1]["sequence"], rows[1]["hash"], rows[1]["full_response_erased"]) == (
+        "2",
+        last.hash,
+        "false",
+    )
+    assert rows[0]["context"] == '{"wamid":"wamid.HBgM"}'
+
+
+def test_the_default_format_is_still_jsonl() -> None:
+    seed_events()
+    assert export("--format", "jsonl") == export() == GOLDEN.read_text(encoding="utf-8")

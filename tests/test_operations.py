@@ -17,7 +17,12 @@ pytestmark = pytest.mark.django_db
 def test_health_reports_database_and_queue(client: Client) -> None:
     answer = client.get("/healthz")
     assert answer.status_code == 200
-    assert answer.json() == {"status": "ok", "database": "ok", "queue": "ok"}
+    assert answer.json() == {
+        "status": "ok",
+        "database": "ok",
+        "queue": "ok",
+        "checkpoints": "not configured",
+    }
     assert answer["Cache-Control"].startswith("max-age=0")
 
 
@@ -25,7 +30,12 @@ def test_health_is_503_when_the_database_is_unreachable(client: Client, monkeypa
     monkeypatch.setattr("multichannel.health._database", lambda: False)
     answer = client.get("/healthz")
     assert answer.status_code == 503
-    assert answer.json() == {"status": "unavailable", "database": "unreachable", "queue": "ok"}
+    assert answer.json() == {
+        "status": "unavailable",
+        "database": "unreachable",
+        "queue": "ok",
+        "checkpoints": "unknown",
+    }
 
 
 def test_health_is_503_when_the_queue_is_unreachable(client: Client, monkeypatch) -> None:

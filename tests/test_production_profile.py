@@ -62,6 +62,7 @@ def test_gunicorn_and_a_worker_on_postgres_and_redis_answer_a_webhook(stack: Sta
         "status": "ok",
         "database": "ok",
         "queue": "ok",
+        "checkpoints": "not configured",
     }
     assert requests.get(f"{app}/sandbox/whatsapp/", timeout=5).status_code == 404
     body = wa.encode(wa.webhook_payload([wa.message_event(text="production ping")]))

@@ -8,9 +8,11 @@ from typing import Any, TextIO, cast
 from django.core.management.base import CommandError, CommandParser
 from django.db import connections
 
-from audit.jsonl import INTEGRITY_FIELDS, integrity_line, seed_fields, seed_fields_and_line
-from audit.selectors import AuditFilter, audit_events_filter
-from audit.toolkit import StrictCommand, atomic_output, non_empty, utc_datetime
+from audit.csv_format import csv_write
+from audit.jsonl import integrity_fields, integrity_line, seed_fields, seed_fields_and_line
+from audit.management.filters import add_filter_arguments, filter_from_options
+from audit.selectors import audit_events_filter
+from audit.toolkit import StrictCommand, atomic_output
 
 CHUNK = 2000
 # Lines formatted with one map() and written with one call: far fewer Python calls than
@@ -20,18 +22,13 @@ PROGRESS_EVERY = 10_000
 
 
 class Command(StrictCommand):
-    help = "Export audit events as JSONL (one event per line, the seed guide's format)."
+    help = (
+        "Export audit events as JSONL (one event per line, the seed guide's format) or, "
+        "with --format csv, as CSV (a header row, then one row per event)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--since", type=utc_datetime, help="events at or after (ISO 8601, UTC)")
-        parser.add_argument("--until", type=utc_datetime, help="events before (ISO 8601, UTC)")
-        parser.add_argument(
-            "--end-user", type=non_empty, help="only this end user id (X-On-Behalf-Of)"
-        )
-        parser.add_argument("--conversation", type=non_empty, help="only this MKA1 conversation id")
-        parser.add_argument("--response", type=non_empty, help="only this MKA1 response id")
-        parser.add_argument("--channel", choices=["whatsapp", "webapp"])
-        parser.add_argument("--action", type=non_empty, help="e.g. responses.create, responses.get")
+        add_filter_arguments(parser)
         parser.add_argument(
             "--output", "-o", type=Path, help="file to write atomically (default: stdout)"
         )
@@ -41,27 +38,23 @@ class Command(StrictCommand):
             help="append sequence, key fingerprint, context and hash-chain fields to each "
             "line (verify offline with `verify_audit --file`)",
         )
+        parser.add_argument(
+            "--format",
+            choices=["jsonl", "csv"],
+            default="jsonl",
+            help="jsonl (default; what verify_audit reads) or csv (RFC 4180, full_response "
+            "as JSON text)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        since, until = options["since"], options["until"]
-        if since and until and since >= until:
-            raise CommandError("--since must be before --until")
-        criteria = AuditFilter(
-            since=since,
-            until=until,
-            end_user_id=options["end_user"],
-            conversation_id=options["conversation"],
-            response_id=options["response"],
-            channel=options["channel"],
-            action=options["action"],
-        )
-        events = audit_events_filter(criteria)
+        events = audit_events_filter(filter_from_options(options))
         self.with_integrity = options["with_integrity"]
+        self.csv = options["format"] == "csv"
         output: Path | None = options["output"]
         if output is None or str(output) == "-":
             out = cast(TextIO, self.stdout._out)
             if out is sys.stdout and hasattr(out, "buffer"):
-                # JSONL is UTF-8 whatever the terminal's locale says.
+                # The export is UTF-8 whatever the terminal's locale says.
                 utf8 = io.TextIOWrapper(out.buffer, encoding="utf-8", newline="\n")
                 try:
                     self._write(events, utf8)
@@ -79,13 +72,17 @@ class Command(StrictCommand):
         self.stderr.write(f"exported {count} events to {output}")
 
     def _write(self, events: Any, handle: TextIO) -> int:
+        if self.csv:
+            selected = integrity_fields() if self.with_integrity else seed_fields()
+            rows = events.values_list(*selected).iterator(chunk_size=CHUNK)
+            return csv_write(handle, rows, with_integrity=self.with_integrity)
         show_progress = self.stderr.isatty()
         total = events.count() if show_progress else 0
         count = 0
         fields: tuple[Any, ...]
         line: Callable[[Sequence[Any]], str]
         if self.with_integrity:
-            fields, line = (*seed_fields(), *INTEGRITY_FIELDS), integrity_line
+            fields, line = integrity_fields(), integrity_line
         else:
             fields, line = seed_fields_and_line(connections[events.db])
         # iterator(): a server-side cursor on PostgreSQL, chunked fetches on SQLite;
