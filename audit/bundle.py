@@ -17,6 +17,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from audit.checkpoints import checkpoint_latest, signing_key
+from audit.erasure import database_coverage
 from audit.jsonl import integrity_fields, integrity_line
 from audit.models import AuditCheckpoint, AuditCheckpointTimestamp, AuditEvent
 from audit.proofs import consistency_document, inclusion_entries, proof_write
@@ -87,8 +88,9 @@ def bundle_write(output: IO[bytes], events: QuerySet[AuditEvent]) -> BundleSumma
         bundle = _Bundle(archive, timezone.now())
         with bundle.entry("export.jsonl") as handle:
             rows = covered.values_list(*integrity_fields()).iterator(chunk_size=2000)
+            coverage = database_coverage()
             for row in rows:
-                handle.write(integrity_line(row) + "\n")
+                handle.write(integrity_line(row, coverage) + "\n")
         for checkpoint in checkpoints:
             bundle.add(f"checkpoints/checkpoint-{checkpoint.size:012d}.txt", checkpoint.note)
         stamps = AuditCheckpointTimestamp.objects.filter(checkpoint_size__lte=latest.size)
@@ -165,8 +167,8 @@ the time-stamp authority's signature with OpenSSL:
 
 - `export.jsonl`: the events, one per line, keys in the seed guide's order followed by
   `sequence`, `api_key_fingerprint`, `context`, `content_digest`, `previous_hash`, `hash`
-  (and `"full_response_erased": true` on an event whose content was erased: its
-  `full_response` is null and its digest is taken as stored).
+  (and `"erased_by": N` on an event whose personal content was erased by the erasure or
+  retention event of sequence N: its `context` is `{{}}`, its `full_response` null).
 - `checkpoints/checkpoint-<tree size>.txt`: every signed checkpoint up to the latest.
 - `consistency.json`: an RFC 9162 consistency proof from each earlier checkpoint to the
   latest (`{{"new_size": N, "proofs": [{{"old_size": M, "proof": [base64, ...]}}]}}`).
@@ -193,6 +195,12 @@ the time-stamp authority's signature with OpenSSL:
   `— <key name> base64(key id || Ed25519 signature of the text)`; key id = first 4 bytes
   of SHA-256(key name || 0x0A || 0x01 || 32-byte public key). The public key is written
   `<name>+<key id hex>+base64(0x01 || public key)`.
+- **Erased events**: an event whose context is `{{}}` and `full_response` null and whose
+  digest does not match is erased, not changed, only if the log says why: an `erasure`
+  event of the same `end_user_id` with a higher sequence, or a `retention` event with a
+  higher sequence whose `context.cutoff` is after the event's `timestamp`. Its stored
+  digest is then used for the chain and the tree. Events that record compliance
+  (`erasure`, `retention`, `legal_hold.*`, the MKA1 deletions) are never erased.
 - **Inclusion proof** of sequence n: RFC 9162's PATH(n - 1, D[tree size]), bottom-up,
   base64; checked with the algorithm of RFC 9162 2.1.3.2.
 """

@@ -42,7 +42,24 @@ SEED_KEYS = (
     "previous_response_id",
     "full_response",
 )
-ERASED_KEY = "full_response_erased"
+ERASED_KEY = "erased_by"
+# Events that record compliance itself: their content is never erased.
+COMPLIANCE_ACTIONS = frozenset(
+    {"erasure", "retention", "legal_hold.add", "legal_hold.remove"}
+    | {
+        f"{op}{tail}"
+        for op in (
+            "responses.delete",
+            "conversations.items.list",
+            "conversations.items.delete",
+            "conversations.delete",
+            "files.delete",
+            "speech.transcriptions.list",
+            "speech.transcriptions.delete",
+        )
+        for tail in ("", ".failed")
+    }
+)
 
 
 class Failure(Exception):
@@ -240,7 +257,12 @@ class Event:
     stored_digest: str
     previous_hash: str
     hash: str
-    erased: bool
+    erased: bool  # its content is gone (no context, "full_response":null, digest differs)
+    erased_by: int | None  # the erasure or retention event the line says removed it
+    action: str
+    end_user_id: str
+    timestamp: str
+    context: object
     line: str
 
 
@@ -268,7 +290,8 @@ def parse_event(line: str, where: str) -> Event:
             data["api_key_fingerprint"],
             json.dumps(context or {}, ensure_ascii=False, separators=(",", ":"), sort_keys=True),
         ]
-        erased = data.get(ERASED_KEY) is True
+        claimed = data.get(ERASED_KEY)
+        erased_by = None if claimed is None else int(claimed)
         sequence = int(data["sequence"])
         stored = str(data["content_digest"])
         previous_hash, link = str(data["previous_hash"]), str(data["hash"])
@@ -277,8 +300,83 @@ def parse_event(line: str, where: str) -> Event:
     canonical = (
         json.dumps(fields, ensure_ascii=False, separators=(",", ":")) + "\n" + line[start:end]
     )
-    digest = stored if erased else hashlib.sha256(canonical.encode()).hexdigest()
-    return Event(sequence, digest, stored, previous_hash, link, erased, line)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    # An erased event: its content (context, body) is gone, so its digest cannot be
+    # recomputed; the chain and the tree commit to the stored one. Why it is gone is
+    # checked against the log's erasure and retention events (Coverage).
+    erased = (
+        digest != stored
+        and context in (None, {})
+        and line[start:end] == "null"
+        and data["action"] not in COMPLIANCE_ACTIONS
+    )
+    return Event(
+        sequence,
+        stored if erased else digest,
+        stored,
+        previous_hash,
+        link,
+        erased,
+        erased_by,
+        str(data["action"]),
+        str(data["end_user_id"]),
+        str(data["timestamp"]),
+        context,
+        line,
+    )
+
+
+class Coverage:
+    """The erasure and retention events seen: an event whose content is gone must be
+    covered by one later in the log (README.md, "Erased events")."""
+
+    def __init__(self) -> None:
+        self.erasures: dict[str, int] = {}
+        self.retentions: list[tuple[int, str]] = []
+        self.erased: list[Event] = []
+
+    def note(self, event: Event) -> None:
+        if event.erased:
+            self.erased.append(event)
+        if event.action == "erasure" and event.end_user_id:
+            self.erasures[event.end_user_id] = max(
+                event.sequence, self.erasures.get(event.end_user_id, 0)
+            )
+        elif event.action == "retention" and isinstance(event.context, dict):
+            cutoff = event.context.get("cutoff")
+            if isinstance(cutoff, str):
+                self.retentions.append((event.sequence, cutoff))
+
+    def covering(self, event: Event) -> int | None:
+        erasure = self.erasures.get(event.end_user_id)
+        if erasure is not None and erasure > event.sequence:
+            return erasure
+        for sequence, cutoff in self.retentions:
+            if sequence > event.sequence and event.timestamp < cutoff:
+                return sequence
+        return None
+
+    def check(self, complete: bool, say: list[str]) -> None:
+        """Every erased event is covered (a filtered export may leave the erasure event
+        out, but its line must then name it); says which were verified digest-only."""
+        for event in self.erased:
+            by = self.covering(event)
+            if by is None and (complete or event.erased_by is None):
+                raise Failure(
+                    f"at sequence {event.sequence}: changed (its content is gone, and no "
+                    "erasure or retention event says why)"
+                )
+            if by is not None and event.erased_by is not None and by != event.erased_by:
+                raise Failure(
+                    f"at sequence {event.sequence}: changed (it says event {event.erased_by} "
+                    f"erased it; the log says {by})"
+                )
+        if self.erased:
+            say.append(
+                f"note {len(self.erased)} events verified digest-only (content erased, each "
+                "covered by an erasure or retention event): sequence "
+                + ", ".join(str(event.sequence) for event in self.erased)
+            )
 
 
 def chain_hash(sequence: int, previous_hash: str, digest: str) -> str:
@@ -392,7 +490,7 @@ def check_complete_export(
     wanted: dict[int, list[Checkpoint]] = {}
     for checkpoint in checkpoints + held:
         wanted.setdefault(checkpoint.size, []).append(checkpoint)
-    builder, previous, erased = RootBuilder(), GENESIS, []
+    builder, previous, coverage = RootBuilder(), GENESIS, Coverage()
     for checkpoint in wanted.get(0, []):
         if checkpoint.root != EMPTY_ROOT:
             raise Failure("root: a checkpoint of the empty log has a root that is not empty")
@@ -406,7 +504,7 @@ def check_complete_export(
         if event.previous_hash != previous:
             raise Failure(f"at sequence {event.sequence}: chain broken (previous hash differs)")
         check_event(event)
-        erased += [event.sequence] if event.erased else []
+        coverage.note(event)
         builder.push(leaf_hash(event.sequence, event.stored_digest))
         previous = event.hash
         for checkpoint in wanted.get(builder.size, []):
@@ -424,11 +522,7 @@ def check_complete_export(
         f"ok   export.jsonl: all {builder.size} events, chain intact, and the Merkle root of "
         f"the log at every checkpoint's size is the signed one"
     )
-    if erased:
-        say.append(
-            f"note {len(erased)} events verified digest-only (content erased): sequence "
-            + ", ".join(map(str, erased))
-        )
+    coverage.check(complete=True, say=say)
 
 
 def check_filtered_export(bundle: Path, latest: Checkpoint, say: list[str]) -> None:
@@ -440,9 +534,10 @@ def check_filtered_export(bundle: Path, latest: Checkpoint, say: list[str]) -> N
         raise Unusable("proofs.json is missing or malformed") from None
     if note != latest.note:
         raise Failure("proofs.json is not against the latest checkpoint")
-    count, erased = 0, []
+    count, coverage = 0, Coverage()
     for event in export_events(bundle / "export.jsonl"):
         check_event(event)
+        coverage.note(event)
         if event.sequence > latest.size:
             raise Failure(
                 f"at sequence {event.sequence}: beyond the latest checkpoint ({latest.size})"
@@ -456,7 +551,6 @@ def check_filtered_export(bundle: Path, latest: Checkpoint, say: list[str]) -> N
                 f"at sequence {event.sequence}: not in the log at tree size {latest.size} "
                 "(the inclusion proof does not lead to the signed root)"
             )
-        erased += [event.sequence] if event.erased else []
         count += 1
     if proofs:
         raise Failure(f"proofs.json proves {len(proofs)} events that export.jsonl does not hold")
@@ -464,11 +558,7 @@ def check_filtered_export(bundle: Path, latest: Checkpoint, say: list[str]) -> N
         f"ok   export.jsonl: {count} events (a filtered export), each proven included in the "
         f"log at tree size {latest.size}"
     )
-    if erased:
-        say.append(
-            f"note {len(erased)} events verified digest-only (content erased): sequence "
-            + ", ".join(map(str, erased))
-        )
+    coverage.check(complete=False, say=say)
 
 
 def check_held(held: list[Checkpoint], checkpoints: list[Checkpoint], complete: bool) -> list[str]:

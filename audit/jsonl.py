@@ -12,6 +12,7 @@ from django.db.models import F, Field, Func, TextField, Value
 from django.db.models.functions import Coalesce
 from django.db.models.sql.compiler import SQLCompiler
 
+from audit.erasure import Coverage, erased_shape
 from audit.integrity import canonical_context, format_timestamp
 from audit.models import AuditEvent
 
@@ -172,10 +173,11 @@ INTEGRITY_FIELDS = (
     "previous_hash",
     "hash",
 )
-# ... and this one, only on the line of an event whose body was erased (the row still
-# refers to a body by its digest, but the body is gone): its `full_response` is null
-# and its content digest can only be taken as stored ("digest-only").
-ERASED_KEY = "full_response_erased"
+# ... and this one, only on the line of an event whose content was erased: the sequence
+# of the erasure or retention event that erased it (audit/erasure.py). Its
+# `full_response` is null, its context `{}`, and its content digest can only be taken
+# as stored ("digest-only").
+ERASED_KEY = "erased_by"
 _INTEGRITY = (
     ',"sequence":%d,"api_key_fingerprint":%s,"context":%s,'
     '"content_digest":%s,"previous_hash":%s,"hash":%s'
@@ -187,15 +189,18 @@ def integrity_fields() -> tuple[Any, ...]:
     return (*seed_fields(), *INTEGRITY_FIELDS, "body_id")
 
 
-def integrity_line(values: Sequence[Any]) -> str:
+def integrity_line(values: Sequence[Any], coverage: Coverage | None = None) -> str:
     """A seed-format line with the integrity fields appended, from
     `values_list(*integrity_fields())`. The context is written in the canonical form
-    the digest covers (sorted keys)."""
+    the digest covers (sorted keys). With the ledger's `coverage`, an erased event's
+    line says which event erased it."""
     seed, extra = values[: len(SEED_KEYS)], values[len(SEED_KEYS) :]
     sequence, fingerprint, context, digest, previous_hash, link, body_id = extra
-    # A stored body is never the text "null" (the recorder stores none for it), so
-    # a body reference with a null text is an erased body.
-    erased = body_id is not None and seed[-1] == "null"
+    erased_by = None
+    if coverage is not None and body_id is None and erased_shape(context, seed[-1]):
+        erased_by = coverage.covering(
+            sequence=sequence, end_user_id=seed[3], timestamp=format_timestamp(seed[0])
+        )
     return (
         values_line(seed)[:-1]
         + _INTEGRITY
@@ -207,5 +212,5 @@ def integrity_line(values: Sequence[Any]) -> str:
             _value(previous_hash),
             _value(link),
         )
-        + (f',"{ERASED_KEY}":true}}' if erased else "}")
+        + (f',"{ERASED_KEY}":{erased_by}}}' if erased_by is not None else "}")
     )

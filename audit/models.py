@@ -6,13 +6,14 @@ into the ledger. Rows are written only by `audit.services.audit_event_record`.
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
+from audit.erasure import COMPLIANCE_ACTIONS, ERASED_CONTEXT
 from audit.integrity import (
     GENESIS_HASH,
     canonical_context,
@@ -37,6 +38,8 @@ class AuditChannel(models.TextChoices):
 
     WHATSAPP = "whatsapp", "WhatsApp"
     WEBAPP = "webapp", "Web app"
+    # What the operator did: erasure, retention, legal hold.
+    OPERATOR = "operator", "Operator"
 
 
 class AuditAction(models.TextChoices):
@@ -62,6 +65,26 @@ class AuditAction(models.TextChoices):
     # A user asked for no more messages (STOP, or Meta's user_preferences), or resumed.
     OPT_OUT = "optout.stop"
     OPT_IN = "optout.start"
+    # Erasing a person's data at MKA1 (every call audited, as all MKA1 calls are)...
+    RESPONSES_DELETE = "responses.delete"
+    RESPONSES_DELETE_FAILED = "responses.delete.failed"
+    CONVERSATIONS_ITEMS_LIST = "conversations.items.list"
+    CONVERSATIONS_ITEMS_LIST_FAILED = "conversations.items.list.failed"
+    CONVERSATIONS_ITEMS_DELETE = "conversations.items.delete"
+    CONVERSATIONS_ITEMS_DELETE_FAILED = "conversations.items.delete.failed"
+    CONVERSATIONS_DELETE = "conversations.delete"
+    CONVERSATIONS_DELETE_FAILED = "conversations.delete.failed"
+    FILES_DELETE = "files.delete"
+    FILES_DELETE_FAILED = "files.delete.failed"
+    SPEECH_TRANSCRIPTIONS_LIST = "speech.transcriptions.list"
+    SPEECH_TRANSCRIPTIONS_LIST_FAILED = "speech.transcriptions.list.failed"
+    SPEECH_TRANSCRIPTIONS_DELETE = "speech.transcriptions.delete"
+    SPEECH_TRANSCRIPTIONS_DELETE_FAILED = "speech.transcriptions.delete.failed"
+    # ...and here: what was erased, and why (audit/erasure.py); retention runs; holds.
+    ERASURE = "erasure"
+    RETENTION = "retention"
+    LEGAL_HOLD_ADD = "legal_hold.add"
+    LEGAL_HOLD_REMOVE = "legal_hold.remove"
 
     @classmethod
     def failed(cls, operation: str) -> "AuditAction":
@@ -111,9 +134,9 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
         lock until the outermost transaction commits, so concurrent writers line up one
         after the other: each takes the next sequence number and chains to the hash
         before it."""
-        if not end_user_id:
-            raise ValueError("an audit event needs the end user id")
         channel, action = AuditChannel(channel), AuditAction(action)  # or ValueError
+        if not end_user_id and channel != AuditChannel.OPERATOR:
+            raise ValueError("an audit event needs the end user id")
         text = full_response_text(full_response)
         body_digest = hashlib.sha256(text.encode()).hexdigest() if text != "null" else None
         content: dict[str, Any] = {
@@ -158,6 +181,48 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
                 sequence=sequence, hash=link
             )
         return event
+
+    def erase_content(
+        self,
+        *,
+        before_sequence: int,
+        end_user_ids: Iterable[str] | None = None,
+        older_than: datetime | None = None,
+        keep_end_user_ids: Iterable[str] = (),
+        dry_run: bool = False,
+    ) -> int:
+        """Remove the personal content of the events before `before_sequence` (the
+        erasure or retention event that says why), of these end users and/or older
+        than `older_than`, except compliance records and users in `keep_end_user_ids`
+        (a legal hold). Rows, sequences, digests and hashes stay: context becomes `{}`
+        and the body reference null; bodies no remaining event needs are deleted.
+        Returns how many events lost content (with `dry_run`, would lose it, and
+        nothing changes); running it again changes nothing."""
+        events = _erasable(self.filter(sequence__lt=before_sequence))
+        if end_user_ids is not None:
+            events = events.filter(end_user_id__in=list(end_user_ids))
+        if older_than is not None:
+            events = events.filter(timestamp__lt=older_than)
+        keep = list(keep_end_user_ids)
+        if keep:
+            events = events.exclude(end_user_id__in=keep)
+        if dry_run:
+            return events.count()
+        with transaction.atomic(using=self.db):
+            bodies = set(
+                events.exclude(body__isnull=True).values_list("body_id", flat=True).distinct()
+            )
+            # The one change the append-only triggers let through (audit/triggers.py).
+            erased = models.QuerySet.update(events, context=ERASED_CONTEXT, body=None)
+            still_needed = set(
+                self.filter(body_id__in=bodies).values_list("body_id", flat=True).distinct()
+            )
+            AuditBody.objects.using(self.db).filter(digest__in=bodies - still_needed).delete()
+        return erased
+
+
+def _erasable(queryset: "AuditEventQuerySet") -> "AuditEventQuerySet":
+    return queryset.exclude(action__in=COMPLIANCE_ACTIONS).exclude(context={}, body__isnull=True)
 
 
 def _millis(moment: datetime) -> datetime:

@@ -1,10 +1,11 @@
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import QuerySet
 
-from audit.models import AuditChainHead, AuditEvent
+from audit.models import AuditAction, AuditChainHead, AuditEvent
 
 
 @dataclass(frozen=True)
@@ -57,3 +58,39 @@ def chain_head_size() -> int:
     """How many events the ledger holds, by its chain head."""
     size = AuditChainHead.objects.filter(pk=1).values_list("sequence", flat=True).first()
     return int(size or 0)
+
+
+@dataclass(frozen=True)
+class Mka1Objects:
+    """What the ledger saw MKA1 make for one person."""
+
+    responses: frozenset[str]
+    conversations: frozenset[str]
+    files: frozenset[str]
+
+
+def mka1_objects_recorded(end_user_id: str) -> Mka1Objects:
+    """The stored responses, conversations and uploaded files of this person that the
+    ledger recorded being made (read before their content is erased): an erasure
+    deletes these at MKA1 even when our own tables lost track of one."""
+    events = AuditEvent.objects.filter(end_user_id=end_user_id)
+    responses = events.filter(action=AuditAction.RESPONSES_CREATE, response_id__isnull=False)
+    conversations = events.filter(
+        action=AuditAction.CONVERSATIONS_CREATE, conversation_id__isnull=False
+    )
+    files = set()
+    uploads = events.filter(action=AuditAction.FILES_CREATE, body__isnull=False)
+    for text in uploads.values_list("body__text", flat=True):
+        try:
+            file_id = json.loads(text).get("id") if text else None
+        except (ValueError, AttributeError):
+            file_id = None
+        if isinstance(file_id, str) and file_id:
+            files.add(file_id)
+    return Mka1Objects(
+        responses=frozenset(filter(None, responses.values_list("response_id", flat=True))),
+        conversations=frozenset(
+            filter(None, conversations.values_list("conversation_id", flat=True))
+        ),
+        files=frozenset(files),
+    )

@@ -4,6 +4,9 @@ from audit.models import AuditChainHead, AuditEvent, LedgerUnavailableError
 
 # Every app appends through this one name (the manager method does the work).
 audit_event_record = AuditEvent.objects.record
+# ...and removes a person's content through this one, after recording the erasure or
+# retention event that says why (audit/erasure.py).
+audit_content_erase = AuditEvent.objects.erase_content
 
 
 def audit_ready() -> None:
@@ -17,4 +20,4 @@ def audit_ready() -> None:
         )
 
 
-__all__ = ["LedgerUnavailableError", "audit_event_record", "audit_ready"]
+__all__ = ["LedgerUnavailableError", "audit_content_erase", "audit_event_record", "audit_ready"]

@@ -1,9 +1,9 @@
-"""Database triggers that make the ledger append-only below the ORM: even raw SQL
-through the application's connection cannot UPDATE or DELETE an event (nor, on
-PostgreSQL, TRUNCATE the table), nor change a stored body. The chain head is guarded
-the same way: it can only move forward and cannot be deleted (a lost head would make
-every writer fail, or a restarted one fork the chain). Signed checkpoints, the stored
-Merkle tree and time-stamp tokens are insert-only too.
+"""Database triggers that make the ledger append-only below the ORM: even raw SQL through
+the application's connection cannot UPDATE or DELETE an event (nor, on PostgreSQL,
+TRUNCATE the table) except to erase its content, nor change a stored body. The chain
+head is guarded the same way: it can only move forward and cannot be deleted (a lost
+head would make every writer fail, or a restarted one fork the chain). Signed
+checkpoints, the stored Merkle tree and time-stamp tokens are insert-only too.
 
 Triggers are grouped by table and installed for the tables that exist, so a migration
 written before a table existed installs exactly what it did then."""
@@ -11,6 +11,8 @@ written before a table existed installs exactly what it did then."""
 from collections.abc import Collection
 
 from django.db.backends.base.base import BaseDatabaseWrapper
+
+from audit.erasure import COMPLIANCE_ACTIONS
 
 TABLE = "audit_auditevent"
 HEAD = "audit_auditchainhead"
@@ -57,11 +59,44 @@ def _postgres_trigger(
     ]
 
 
+# The one change to an event the database allows: erasing its content (context to
+# `{}`, body reference to null) and nothing else, and never of a compliance record
+# (audit/erasure.py). Verification then requires an erasure or retention event saying
+# why, so an unexplained erasure is caught as tampering.
+_KEPT_COLUMNS = (
+    "id",
+    "sequence",
+    "timestamp",
+    "channel",
+    "action",
+    "end_user_id",
+    "response_id",
+    "conversation_id",
+    "previous_response_id",
+    "api_key_fingerprint",
+    "content_digest",
+    "previous_hash",
+    "hash",
+)
+_COMPLIANCE = ", ".join(f"'{action}'" for action in sorted(COMPLIANCE_ACTIONS))
+_SQLITE_ERASURE = (
+    "NEW.context = '{}' AND NEW.full_response_sha256 IS NULL "
+    f"AND OLD.action NOT IN ({_COMPLIANCE}) AND "
+    + " AND ".join(f"NEW.{column} IS OLD.{column}" for column in _KEPT_COLUMNS)
+)
+_POSTGRES_ERASURE = (
+    "TG_OP = 'UPDATE' AND NEW.context = '{}'::jsonb AND NEW.full_response_sha256 IS NULL "
+    f"AND OLD.action NOT IN ({_COMPLIANCE}) AND "
+    + " AND ".join(f"NEW.{column} IS NOT DISTINCT FROM OLD.{column}" for column in _KEPT_COLUMNS)
+)
+
 # table -> (install, uninstall) per vendor
 _SQLITE: dict[str, tuple[list[str], list[str]]] = {
     TABLE: (
         [
-            _sqlite_abort("audit_event_no_update", "UPDATE", TABLE, MESSAGE),
+            _sqlite_abort(
+                "audit_event_no_update", "UPDATE", TABLE, MESSAGE, f"WHEN NOT ({_SQLITE_ERASURE})"
+            ),
             _sqlite_abort("audit_event_no_delete", "DELETE", TABLE, MESSAGE),
         ],
         [
@@ -106,7 +141,7 @@ _SQLITE: dict[str, tuple[list[str], list[str]]] = {
 _POSTGRES: dict[str, tuple[list[str], list[str]]] = {
     TABLE: (
         [
-            _postgres_function("audit_event_append_only", MESSAGE),
+            _postgres_function("audit_event_append_only", MESSAGE, allow=_POSTGRES_ERASURE),
             *_postgres_trigger(
                 "audit_event_no_change", "UPDATE OR DELETE", TABLE, "audit_event_append_only"
             ),

@@ -9,6 +9,7 @@ from typing import Any, TextIO
 from django.db.models import F
 
 from audit import merkle
+from audit.erasure import Coverage, erased_shape
 from audit.integrity import GENESIS_HASH, chain_hash, content_digest, format_timestamp
 from audit.jsonl import ERASED_KEY, INTEGRITY_FIELDS, SEED_KEYS
 from audit.models import AuditChainHead, AuditEvent
@@ -28,23 +29,19 @@ class Record:
     response_id: str | None
     conversation_id: str | None
     previous_response_id: str | None
-    # The exact JSON text as stored, or None when the body was erased: the event is
-    # then "digest-only", its stored content digest taken as it is (it can no longer
-    # be recomputed). The chain and the Merkle tree commit to the digest, so they
-    # still verify; verdicts count such events so an auditor sees every one.
-    full_response: str | None
+    # The exact JSON text as stored ("null" when there is none, or it was erased).
+    full_response: str
     api_key_fingerprint: str
     context: Any
     content_digest: str
     previous_hash: str
     hash: str
+    # What an export line says erased this event's content (audit/erasure.py).
+    erased_by: int | None = None
 
 
 def record_digest(record: Record) -> str:
-    """The event's content digest recomputed from its content; the stored one for a
-    digest-only (erased) event."""
-    if record.full_response is None:
-        return record.content_digest
+    """The event's content digest recomputed from its content."""
     return content_digest(
         timestamp=record.timestamp,
         channel=record.channel,
@@ -123,6 +120,10 @@ def verify(
     expected, previous, checked = 1, GENESIS_HASH, 0
     last_hash = GENESIS_HASH
     digest_only: list[int] = []
+    # Events whose content is gone, waiting for the erasure or retention event (later
+    # in the log) that says why: (sequence, end user, timestamp, what the line claims).
+    erased: list[tuple[int, str, str, int | None]] = []
+    coverage = Coverage()
 
     def fail(sequence: int, problem: str) -> Verdict:
         return Verdict(checked, expected - 1, last_hash, problem, sequence, tuple(digest_only))
@@ -143,14 +144,45 @@ def verify(
             return fail(record.sequence, "chain broken (previous hash does not match)")
         digest = record_digest(record)
         if digest != record.content_digest:
-            return fail(record.sequence, "changed (content does not match its digest)")
+            if not erased_shape(record.context, record.full_response):
+                return fail(record.sequence, "changed (content does not match its digest)")
+            # Erased: the digest cannot be recomputed; the chain and the tree commit to
+            # the stored one. Why it was erased is checked once the log is read.
+            erased.append((record.sequence, record.end_user_id, record.timestamp, record.erased_by))
+            digest = record.content_digest
+            digest_only.append(record.sequence)
         link = chain_hash(sequence=record.sequence, previous_hash=previous, digest=digest)
         if link != record.hash:
             return fail(record.sequence, "changed (hash does not match its sequence and digest)")
-        if record.full_response is None:
-            digest_only.append(record.sequence)
+        coverage.note(
+            sequence=record.sequence,
+            action=record.action,
+            end_user_id=record.end_user_id,
+            context=record.context,
+        )
         checked += 1
         expected, previous, last_hash = record.sequence + 1, link, link
+    for sequence, end_user_id, timestamp, claimed in erased:
+        by = coverage.covering(sequence=sequence, end_user_id=end_user_id, timestamp=timestamp)
+        if by is None and (contiguous or claimed is None):
+            # A filtered export may leave the erasure event out; it must still say which.
+            return Verdict(
+                checked,
+                expected - 1,
+                last_hash,
+                "changed (its content is gone, and no erasure or retention event says why)",
+                sequence,
+                tuple(digest_only),
+            )
+        if by is not None and claimed is not None and claimed != by:
+            return Verdict(
+                checked,
+                expected - 1,
+                last_hash,
+                f"changed (it says erasure event {claimed} erased it; the log says {by})",
+                sequence,
+                tuple(digest_only),
+            )
     return Verdict(checked, expected - 1, last_hash, digest_only=tuple(digest_only))
 
 
@@ -236,9 +268,11 @@ def database_records(chunk: int = 2000) -> Iterator[Record]:
     for row in rows.iterator(chunk_size=chunk):
         values = dict(zip(_DB_NAMES, row, strict=True))
         values["timestamp"] = format_timestamp(values["timestamp"])
-        body_id = values.pop("body_id")
-        if values["full_response"] is None and body_id is None:
-            values["full_response"] = "null"  # an event recorded without a body
+        values.pop("body_id")
+        if values["full_response"] is None:
+            # No body, or one erased: the text is JSON null (a body deleted without an
+            # erasure then fails as changed).
+            values["full_response"] = "null"
         yield Record(**values)
 
 
@@ -301,12 +335,13 @@ def parse_line(line: str, number: int) -> Record:
             response_id=data["response_id"],
             conversation_id=data["conversation_id"],
             previous_response_id=data["previous_response_id"],
-            full_response=None if data.get(ERASED_KEY) is True else line[start:end],
+            full_response=line[start:end],
             api_key_fingerprint=data["api_key_fingerprint"],
             context=data["context"],
             content_digest=data["content_digest"],
             previous_hash=data["previous_hash"],
             hash=data["hash"],
+            erased_by=int(data[ERASED_KEY]) if data.get(ERASED_KEY) is not None else None,
         )
     except (TypeError, ValueError) as exc:
         raise ExportFormatError(f"line {number}: malformed integrity fields ({exc})") from None

@@ -17,9 +17,18 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.test import Client
 
-from audit.models import AuditBody, AuditEvent
+from audit.models import AuditEvent
 from audit.notes import generate_key, sign_note
-from tests.support.audit_ledger import checkpoint, export, failure, raw_sql, record, run, run_both
+from tests.support.audit_ledger import (
+    checkpoint,
+    erase,
+    export,
+    failure,
+    raw_sql,
+    record,
+    run,
+    run_both,
+)
 from tests.support.ci import need
 
 pytestmark = pytest.mark.django_db
@@ -186,16 +195,40 @@ def test_verify_py_proves_the_log_extends_a_checkpoint_the_auditor_kept(
     assert "ok   your checkpoint at tree size 4 is extended by this log" in output
 
 
-def test_verify_py_passes_a_filtered_bundle_and_a_digest_only_event(
+def test_verify_py_passes_bundles_taken_after_an_erasure(
     bare_python: str, signed_twice, tmp_path: Path
 ) -> None:
-    erased = AuditEvent.objects.get(sequence=4).body_id
-    AuditBody.objects.filter(digest=erased).delete()
-    for name, filters in (("all", ()), ("mine", ("--end-user", "user_2"))):
+    erase("user_2")
+    run("audit_checkpoint")
+    note = (
+        "note 5 events verified digest-only (content erased, each covered by an erasure or "
+        "retention event): sequence "
+    )
+    for name, filters, erased in (
+        ("all", (), "2, 4, 6, 8, 10"),
+        ("mine", ("--end-user", "user_2"), "2, 4, 6, 8, 10"),
+        # Without the erasure event itself: each line names it (erased_by).
+        ("created", ("--end-user", "user_2", "--action", "responses.create"), "2, 4, 6, 8, 10"),
+    ):
         directory = make_bundle(tmp_path, name, *filters)
         code, output = verify(bare_python, directory)
         assert code == 0, output
-        assert "note 1 events verified digest-only (content erased): sequence 4" in output
+        assert note + erased in output
+
+
+def test_verify_py_catches_content_removed_without_an_erasure(
+    bare_python: str, signed_twice, without_triggers, tmp_path: Path
+) -> None:
+    raw_sql(
+        "UPDATE audit_auditevent SET context = '{}', full_response_sha256 = NULL WHERE sequence = 4"
+    )
+    directory = make_bundle(tmp_path)
+    code, output = verify(bare_python, directory)
+    assert (code, output.splitlines()[-1]) == (
+        1,
+        "FAIL: at sequence 4: changed (its content is gone, and no erasure or retention "
+        "event says why)",
+    )
 
 
 def test_verify_py_names_a_changed_byte_even_with_the_manifest_fixed(

@@ -62,6 +62,14 @@ def raw_sql(sql: str, params: list | None = None) -> None:
     [
         "UPDATE audit_auditevent SET channel = 'webapp'",
         "UPDATE audit_auditevent SET full_response_sha256 = NULL WHERE sequence = 1",
+        # Only erasure's exact shape passes: both fields, and nothing else changed.
+        "UPDATE audit_auditevent SET context = '{}' WHERE sequence = 1",
+        "UPDATE audit_auditevent SET context = '{}', full_response_sha256 = NULL, "
+        "response_id = NULL WHERE sequence = 1",
+        "UPDATE audit_auditevent SET context = '{\"a\":1}', full_response_sha256 = NULL "
+        "WHERE sequence = 1",
+        "UPDATE audit_auditevent SET context = '{}', full_response_sha256 = NULL, "
+        "content_digest = 'x' WHERE sequence = 1",
         "DELETE FROM audit_auditevent",
         "DELETE FROM audit_auditevent WHERE sequence = 1",
     ],
@@ -86,6 +94,26 @@ def test_the_table_cannot_be_emptied() -> None:
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
         raw_sql(statement)
     assert AuditEvent.objects.count() == 1
+
+
+def test_the_database_lets_only_erasure_remove_content() -> None:
+    record(2)
+    raw_sql(
+        "UPDATE audit_auditevent SET context = '{}', full_response_sha256 = NULL "
+        "WHERE sequence = 1"
+    )
+    first = AuditEvent.objects.get(sequence=1)
+    assert (first.context, first.body_id) == ({}, None)
+    # ...never from a record of compliance itself (an erasure, a hold).
+    audit_event_record(
+        channel="operator", action="erasure", end_user_id="user_1", context={"reason": "x"}
+    )
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        raw_sql(
+            "UPDATE audit_auditevent SET context = '{}', full_response_sha256 = NULL "
+            "WHERE sequence = 3"
+        )
+    assert AuditEvent.objects.get(sequence=3).context == {"reason": "x"}
 
 
 def test_inserting_is_still_allowed_at_the_database_level() -> None:

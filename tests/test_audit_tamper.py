@@ -11,6 +11,7 @@ from audit.models import AuditBody, AuditEvent
 from audit.notes import generate_key, sign_note
 from tests.support.audit_ledger import (
     checkpoint,
+    erase,
     export,
     failure,
     raw_sql,
@@ -78,20 +79,23 @@ def test_an_untouched_log_passes_after_thousands_of_new_events(signed, tmp_path:
     assert consistency.startswith("OK: the log at tree size 3000")
 
 
-def test_an_erased_body_leaves_a_digest_only_event_that_still_verifies(
-    signed, tmp_path: Path
-) -> None:
-    erased = AuditEvent.objects.get(sequence=3)
-    # What a future audited erasure does: the body goes, the row and its digest stay.
-    # (Bodies may be deleted: the triggers only refuse changing one.)
-    AuditBody.objects.filter(digest=erased.body_id).delete()
+def test_an_erasure_leaves_digest_only_events_that_still_verify(signed, tmp_path: Path) -> None:
+    record(2, end_user_id="user_2")
+    assert erase("user_1").sequence == 8
+    # Every row, digest and hash stays; only the content went.
+    assert AuditEvent.objects.count() == 8
+    erased = AuditEvent.objects.filter(sequence__lte=5)
+    assert [(event.context, event.body_id) for event in erased] == [({}, None)] * 5
     path, key = signed
-    note = "; 1 verified digest-only (content erased): sequence 3\n"
+    note = "; 5 verified digest-only (content erased): sequence 1, 2, 3, 4, 5\n"
     assert check(signed).endswith(note)
     exported = export(tmp_path / "export.jsonl")
-    line = exported.read_text().splitlines()[2]
-    assert '"full_response":null,' in line
-    assert line.endswith(',"full_response_erased":true}')
+    lines = exported.read_text().splitlines()
+    assert '"full_response":null,' in lines[2]
+    assert '"context":{}' in lines[2]
+    assert lines[2].endswith(',"erased_by":8}')
+    assert '"output_text":"answer 5"' in lines[5]  # someone else's: intact
+    assert "erased_by" not in lines[5]
     assert check(signed, "--file", str(exported)).endswith(note)
     record(300)
     later = checkpoint(tmp_path / "later.txt")
@@ -99,6 +103,16 @@ def test_an_erased_body_leaves_a_digest_only_event_that_still_verifies(
     assert run("verify_audit", "--consistency", str(path), str(later), "--pubkey", key).startswith(
         "OK"
     )
+
+
+def test_an_export_taken_before_an_erasure_still_verifies_on_its_own(
+    signed, tmp_path: Path
+) -> None:
+    before = export(tmp_path / "before.jsonl")
+    erase("user_1")
+    assert check(signed, "--file", str(before)).splitlines()[1].startswith("OK: 5 events")
+    after = export(tmp_path / "after.jsonl")
+    assert before.read_text().splitlines()[0] != after.read_text().splitlines()[0]
 
 
 # --- what is caught --------------------------------------------------------------------------
@@ -258,3 +272,33 @@ def test_a_checkpoint_needs_the_public_key_and_a_complete_export(signed, tmp_pat
     assert str(failure("verify_audit", *args)) == (
         "--partial only applies to --file (without --checkpoint)"
     )
+
+
+def test_a_body_deleted_without_an_erasure_is_caught(signed, tmp_path: Path) -> None:
+    # Bodies may be deleted (no trigger guards them), but nothing in the ledger says why.
+    AuditBody.objects.filter(digest=AuditEvent.objects.get(sequence=3).body_id).delete()
+    assert (
+        both_ways(signed, tmp_path)
+        == [("FAIL at sequence 3: changed (content does not match its digest)", 1)] * 2
+    )
+
+
+def test_content_blanked_without_an_erasure_event_is_caught(
+    signed, without_triggers, tmp_path: Path
+) -> None:
+    raw_sql(
+        "UPDATE audit_auditevent SET context = '{}', full_response_sha256 = NULL WHERE sequence = 3"
+    )
+    problem = "changed (its content is gone, and no erasure or retention event says why)"
+    assert both_ways(signed, tmp_path) == [(f"FAIL at sequence 3: {problem}", 1)] * 2
+
+
+def test_another_persons_erasure_does_not_cover_an_event(
+    signed, without_triggers, tmp_path: Path
+) -> None:
+    erase("user_2")
+    raw_sql(
+        "UPDATE audit_auditevent SET context = '{}', full_response_sha256 = NULL WHERE sequence = 3"
+    )
+    problem = "changed (its content is gone, and no erasure or retention event says why)"
+    assert both_ways(signed, tmp_path) == [(f"FAIL at sequence 3: {problem}", 1)] * 2

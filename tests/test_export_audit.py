@@ -654,13 +654,9 @@ def test_csv_with_integrity_carries_the_chain_columns(tmp_path: Path) -> None:
         "content_digest",
         "previous_hash",
         "hash",
-        "full_response_erased",
+        "erased_by",
     ]
-    assert (rows[1]["sequence"], rows[1]["hash"], rows[1]["full_response_erased"]) == (
-        "2",
-        last.hash,
-        "false",
-    )
+    assert (rows[1]["sequence"], rows[1]["hash"], rows[1]["erased_by"]) == ("2", last.hash, "")
     assert rows[0]["context"] == '{"wamid":"wamid.HBgM"}'
 
 

@@ -14,7 +14,7 @@ from django.db import connection
 
 from audit.integrity import GENESIS_HASH, chain_hash
 from audit.models import AuditEvent
-from audit.services import audit_event_record
+from audit.services import audit_content_erase, audit_event_record
 from audit.verification import Record, database_records, record_digest
 
 
@@ -36,6 +36,20 @@ def record(n: int = 1, **overrides: Any) -> list[AuditEvent]:
         )
         for i in range(first, first + n)
     ]
+
+
+def erase(end_user_id: str) -> AuditEvent:
+    """What an erasure does to the ledger: its `erasure` event, then the person's
+    earlier events lose their content (multichannel.privacy runs this as its last step)."""
+    event = audit_event_record(
+        channel="operator",
+        action="erasure",
+        end_user_id=end_user_id,
+        api_key_fingerprint="sha256:0123456789abcdef",
+        context={"reason": "case 42"},
+    )
+    audit_content_erase(before_sequence=event.sequence, end_user_ids=[end_user_id])
+    return event
 
 
 def run(command: str, *args: str) -> str:

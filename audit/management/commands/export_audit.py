@@ -1,6 +1,7 @@
 import io
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO, cast
@@ -9,6 +10,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.db import connections
 
 from audit.csv_format import csv_write
+from audit.erasure import database_coverage
 from audit.jsonl import integrity_fields, integrity_line, seed_fields, seed_fields_and_line
 from audit.management.filters import add_filter_arguments, filter_from_options
 from audit.selectors import audit_events_filter
@@ -75,14 +77,16 @@ class Command(StrictCommand):
         if self.csv:
             selected = integrity_fields() if self.with_integrity else seed_fields()
             rows = events.values_list(*selected).iterator(chunk_size=CHUNK)
-            return csv_write(handle, rows, with_integrity=self.with_integrity)
+            coverage = database_coverage() if self.with_integrity else None
+            return csv_write(handle, rows, with_integrity=self.with_integrity, coverage=coverage)
         show_progress = self.stderr.isatty()
         total = events.count() if show_progress else 0
         count = 0
         fields: tuple[Any, ...]
         line: Callable[[Sequence[Any]], str]
         if self.with_integrity:
-            fields, line = integrity_fields(), integrity_line
+            fields = integrity_fields()
+            line = partial(integrity_line, coverage=database_coverage())
         else:
             fields, line = seed_fields_and_line(connections[events.db])
         # iterator(): a server-side cursor on PostgreSQL, chunked fetches on SQLite;
