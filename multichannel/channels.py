@@ -6,9 +6,10 @@ user, replies that need no MKA1 call, replies that carry a secret filled in only
 sent, and how to show an end user to a person.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -45,6 +46,27 @@ Silenced = Callable[["UserMessage"], bool]
 Working = Callable[["UserMessage"], AbstractContextManager[None]]
 # Does this message text ask for the command? (e.g. LOGIN, case-insensitive)
 Command = Callable[[str], bool]
+# Is this text message, given what came before it, really this command? (e.g. YES
+# right after DELETE MY DATA.) Asked by the worker, not when the message is stored.
+ContextualCommand = Callable[["UserMessage"], bool]
+
+
+@dataclass(frozen=True)
+class ChannelPrivacy:
+    """What a channel app does when a person's data is erased or retention runs
+    (multichannel.privacy). Each must be harmless to repeat."""
+
+    # Delete the channel's rows of this person (raw payloads, sent texts, sign-ins);
+    # returns what was removed, by name.
+    forget: Callable[["EndUser"], Mapping[str, int]]
+    # Send the person the final confirmation of their erasure; False if it cannot be.
+    notify_erased: Callable[["EndUser"], bool] | None = None
+    # Replace the person's channel ids with a keyed hash of them; returns how many.
+    pseudonymise: Callable[["EndUser"], int] | None = None
+    # Remove content older than the cutoff, except of these end users (a legal hold).
+    retain: Callable[[datetime, Collection[str]], Mapping[str, int]] | None = None
+    # The end users a channel address names (a phone number, say): (live, erased).
+    lookup: Callable[[str], tuple[list["EndUser"], list["EndUser"]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +87,8 @@ class ChannelContribution:
     secret_replies: Mapping[str, SecretReply] = field(default_factory=dict)
     # Message kind -> whether a text asks for it: commands any channel's user may type.
     commands: Mapping[str, Command] = field(default_factory=dict)
+    contextual_commands: Mapping[str, ContextualCommand] = field(default_factory=dict)
+    privacy: ChannelPrivacy | None = None
     end_user_label: Label | None = None
     fetch_media: FetchMedia | None = None
     silenced: Silenced | None = None
@@ -129,6 +153,29 @@ def command_kind(text: str) -> str | None:
             if asks(text):
                 return kind
     return None
+
+
+def contextual_kind(message: "UserMessage") -> str | None:
+    """The command a text message turns out to be in its context, or None."""
+    for contribution in _contributions.values():
+        for kind, applies in contribution.contextual_commands.items():
+            if applies(message):
+                return kind
+    return None
+
+
+def privacy_contributions() -> list[tuple[str, ChannelPrivacy]]:
+    """(name, privacy) of every channel app that keeps something of a person."""
+    return [
+        (contribution.name, contribution.privacy)
+        for contribution in _contributions.values()
+        if contribution.privacy is not None
+    ]
+
+
+def privacy_of_channel(channel: str) -> ChannelPrivacy | None:
+    contribution = _of_channel(channel)
+    return contribution.privacy if contribution is not None else None
 
 
 def _secret_reply(message: "UserMessage") -> SecretReply | None:

@@ -109,6 +109,17 @@ def check_settings(
                     id="multichannel.E014",
                 )
             )
+    days = settings.CONTENT_RETENTION_DAYS
+    if days is not None and days < settings.MIN_RETENTION_DAYS:
+        errors.append(
+            Error(
+                f"CONTENT_RETENTION_DAYS is {days}, under MIN_RETENTION_DAYS "
+                f"({settings.MIN_RETENTION_DAYS}).",
+                hint="Logs must be kept at least six months; unset CONTENT_RETENTION_DAYS to "
+                "keep content, or set it to MIN_RETENTION_DAYS or more.",
+                id="multichannel.E015",
+            )
+        )
     if settings.RETRY_DELAY_MAX_SECONDS <= 0:
         errors.append(
             Error("RETRY_DELAY_MAX_SECONDS must be a positive number.", id="multichannel.E007")

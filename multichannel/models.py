@@ -13,16 +13,23 @@ def new_end_user_id() -> str:
     return f"user_{secrets.token_hex(12)}"
 
 
-# The channels the ledger records are the core's channels.
-Channel = AuditChannel
+class Channel(models.TextChoices):
+    """Where a person talks to us: the ledger's channels, less its `operator`."""
+
+    WHATSAPP = AuditChannel.WHATSAPP.value, AuditChannel.WHATSAPP.label
+    WEBAPP = AuditChannel.WEBAPP.value, AuditChannel.WEBAPP.label
 
 
 class EndUser(models.Model):
     id = models.CharField(primary_key=True, max_length=64, default=new_end_user_id, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When an erasure of this person began: from then on nothing of theirs is answered,
+    # sent or shown, and what is left of the row is the id the ledger names.
+    erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at"]
+        permissions = [("erase_enduser", "Can erase an end user's data")]
 
     def __str__(self) -> str:
         return self.id
@@ -182,3 +189,92 @@ class ProcessingLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.end_user_id} held by {self.owner} until {self.expires_at:%H:%M:%S}"
+
+
+class Erasure(models.Model):
+    """One person's erasure (multichannel.privacy): a durable job that moves through its
+    steps in order, saving its progress after each call, so a crash continues where it
+    stopped and running it again is harmless. What it removed is kept here and in its
+    `erasure` audit event; no personal content is."""
+
+    class Step(models.TextChoices):
+        BEGIN = "begin", "Not started"
+        MKA1_RESPONSES = "mka1_responses", "Deleting stored responses at MKA1"
+        MKA1_ITEMS = "mka1_items", "Deleting conversation items at MKA1"
+        MKA1_CONVERSATION = "mka1_conversation", "Deleting the conversation at MKA1"
+        MKA1_FILES = "mka1_files", "Deleting uploaded files at MKA1"
+        MKA1_TRANSCRIPTIONS = "mka1_transcriptions", "Deleting transcriptions at MKA1"
+        DATABASE = "database", "Deleting messages, replies, media and sign-ins here"
+        NOTIFY = "notify", "Telling the person"
+        IDENTITY = "identity", "Keeping only a keyed hash of the channel ids"
+        LEDGER = "ledger", "Recording the erasure and removing content from the ledger"
+        DONE = "done", "Done"
+
+    end_user = models.ForeignKey(EndUser, on_delete=models.PROTECT, related_name="erasures")
+    # Who asked and why (no personal content: a case number, not a name).
+    requested_by = models.CharField(max_length=255)
+    reason = models.TextField()
+    requested_at = models.DateTimeField(auto_now_add=True)
+    # The channel to send the final confirmation on (the person asked there), if any.
+    notify_channel = models.CharField(max_length=16, choices=Channel.choices, blank=True)
+    step = models.CharField(max_length=32, choices=Step.choices, default=Step.BEGIN)
+    # What has been removed so far: counts, and the MKA1 ids deleted (or found gone).
+    removed = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # The last failure, kept after a later success as a record of the retry.
+    error = models.TextField(blank=True)
+    # The sequence of its `erasure` audit event, once recorded.
+    audit_sequence = models.PositiveBigIntegerField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # The processing lease a run of it holds (not stored: one per run).
+    lease_owner = ""
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        constraints = [
+            # One erasure per person at a time; a second request joins the first.
+            models.UniqueConstraint(
+                fields=["end_user"],
+                condition=models.Q(finished_at__isnull=True),
+                name="erasure_one_unfinished_per_user",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"erasure {self.pk} of {self.end_user_id} ({self.get_step_display()})"
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+
+class LegalHold(models.Model):
+    """Evidence that must be kept: while a hold is active, the person's data is neither
+    erased nor removed by retention. Holds are ended, never deleted."""
+
+    end_user = models.ForeignKey(EndUser, on_delete=models.PROTECT, related_name="legal_holds")
+    reason = models.TextField()
+    added_by = models.CharField(max_length=255)
+    added_at = models.DateTimeField(auto_now_add=True)
+    removed_by = models.CharField(max_length=255, blank=True)
+    removed_reason = models.TextField(blank=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-added_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["end_user"],
+                condition=models.Q(removed_at__isnull=True),
+                name="legal_hold_one_active_per_user",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "active" if self.active else "ended"
+        return f"legal hold on {self.end_user_id} ({state})"
+
+    @property
+    def active(self) -> bool:
+        return self.removed_at is None

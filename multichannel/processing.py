@@ -23,7 +23,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from multichannel.channels import DeliveryError, deliver, fixed_reply, silenced, working
+from multichannel.channels import (
+    DeliveryError,
+    contextual_kind,
+    deliver,
+    fixed_reply,
+    silenced,
+    working,
+)
 from multichannel.durability import stored_despite_outage
 from multichannel.limits import sender_notice_due, sender_token_take
 from multichannel.media import MediaError, TurnInput, media_reply, turn_input_prepare
@@ -114,6 +121,7 @@ def _drain(end_user_id: str, owner: str) -> ProcessResult:
     while True:
         message = (
             UserMessage.objects.filter(end_user_id=end_user_id, state__in=UNFINISHED)
+            .select_related("end_user")
             .order_by("sent_at", "id")
             .first()
         )
@@ -131,6 +139,12 @@ def _drain(end_user_id: str, owner: str) -> ProcessResult:
 
 def _step(message: UserMessage) -> bool:
     """Move one message one step. False when it must wait for a retry."""
+    if message.end_user.erased_at is not None:
+        # Their erasure has begun: nothing more is answered or sent.
+        from multichannel.privacy import message_of_erased_end_user  # privacy builds on us
+
+        message_of_erased_end_user(message)
+        return True
     try:
         if message.state == UserMessage.State.QUEUED:
             return _answer(message)
@@ -145,6 +159,12 @@ def _step(message: UserMessage) -> bool:
 
 
 def _answer(message: UserMessage) -> bool:
+    if message.kind == UserMessage.Kind.TEXT:
+        # A text that is a command only in its context (YES after DELETE MY DATA).
+        kind = contextual_kind(message)
+        if kind is not None:
+            message.kind = kind
+            message.save(update_fields=["kind", "updated_at"])
     if silenced(message):
         # The user asked for no messages (WhatsApp STOP): nothing is asked or sent.
         message.error = "not answered: the user opted out"
@@ -322,13 +342,18 @@ def _retry_later(message: UserMessage, exc: Exception) -> bool:
 
 
 def retry_delay(message: UserMessage, exc: Exception) -> float:
-    """Seconds until the next attempt: what the server asked for (Retry-After), else
-    doubling from TURN_RETRY_SECONDS, spread a little, never above
-    RETRY_DELAY_MAX_SECONDS (the user's later messages wait behind this one)."""
+    """Seconds until the message's next attempt (retry_delay_for)."""
+    return retry_delay_for(message.attempts, exc)
+
+
+def retry_delay_for(attempts: int, exc: Exception) -> float:
+    """Seconds until the next attempt after `attempts` failures: what the server asked
+    for (Retry-After), else doubling from TURN_RETRY_SECONDS, spread a little, never
+    above RETRY_DELAY_MAX_SECONDS (the user's later messages wait behind this one)."""
     cap = float(settings.RETRY_DELAY_MAX_SECONDS)
     asked = getattr(exc, "retry_after", None)
     retry_after = float(asked) if isinstance(asked, int | float) and math.isfinite(asked) else None
-    backoff = float(settings.TURN_RETRY_SECONDS) * 2 ** min(message.attempts - 1, 32)
+    backoff = float(settings.TURN_RETRY_SECONDS) * 2 ** min(attempts - 1, 32)
     delay = min(cap, retry_after if retry_after is not None else backoff)
     return min(cap, delay * random.uniform(1.0, 1.25))  # noqa: S311 (not cryptography)
 

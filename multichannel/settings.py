@@ -224,6 +224,38 @@ AUDIT_PUBLISH_TIMEOUT: float = env.float("AUDIT_PUBLISH_TIMEOUT", default=10.0)
 AUDIT_TSA_URL: str = env.str("AUDIT_TSA_URL", default="")
 AUDIT_TSA_CA_FILE: str = env.str("AUDIT_TSA_CA_FILE", default="")
 
+# --- Data protection: erasure, retention, legal hold (README, "Erasure") -------------
+# A WhatsApp user asks for erasure with this text, then confirms with the confirmation
+# word within ERASURE_CONFIRM_SECONDS (both case-insensitive).
+WHATSAPP_ERASE_KEYWORD: str = env.str("WHATSAPP_ERASE_KEYWORD", default="DELETE MY DATA")
+WHATSAPP_ERASE_CONFIRM_KEYWORD: str = env.str("WHATSAPP_ERASE_CONFIRM_KEYWORD", default="YES")
+ERASURE_CONFIRM_SECONDS: int = env.int("ERASURE_CONFIRM_SECONDS", default=600)
+WHATSAPP_ERASE_ASK_REPLY: str = env.str(
+    "WHATSAPP_ERASE_ASK_REPLY",
+    default="This deletes everything we and our AI provider hold about you: your messages, "
+    "our replies, your files and your web sign-ins. It cannot be undone. Reply YES within "
+    "10 minutes to go ahead.",
+)
+WHATSAPP_ERASE_DONE_REPLY: str = env.str(
+    "WHATSAPP_ERASE_DONE_REPLY",
+    default="Done: your data has been deleted. This is the last message you will get from "
+    "us; if you write again, we start afresh.",
+)
+WHATSAPP_ERASE_HELD_REPLY: str = env.str(
+    "WHATSAPP_ERASE_HELD_REPLY",
+    default="We can't delete your data right now: we are required to keep it for a legal "
+    "reason. Please contact us for details.",
+)
+# An erasure's outside calls (MKA1 deletes) that keep failing are retried this many
+# times, backing off from TURN_RETRY_SECONDS up to RETRY_DELAY_MAX_SECONDS, and then
+# reported (logged as an error, shown in the admin); the job resumes when run again.
+ERASURE_MAX_ATTEMPTS: int = env.int("ERASURE_MAX_ATTEMPTS", default=10)
+# Content (ledger bodies and contexts, messages, replies, media) older than this many
+# days is removed daily, except for people under a legal hold. Unset: kept. Never fewer
+# than MIN_RETENTION_DAYS (logs must be kept at least six months; multichannel.E015).
+CONTENT_RETENTION_DAYS: int | None = env.int("CONTENT_RETENTION_DAYS", default=None)
+MIN_RETENTION_DAYS: int = env.int("MIN_RETENTION_DAYS", default=183)
+
 # --- Processing -------------------------------------------------------------------
 # A worker holds a per-user lease while it answers that user's messages; a crashed
 # worker's lease runs out after this long and the recovery task takes over.

@@ -5,10 +5,20 @@ import logging
 import threading
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from huey import crontab
 from huey.contrib.djhuey import db_periodic_task, db_task, on_startup
 
+from multichannel.models import Erasure
+from multichannel.privacy import (
+    ErasureBusyError,
+    ErasureStoppedError,
+    UnderLegalHoldError,
+    erasure_run,
+    erasures_due,
+    retention_run,
+)
 from multichannel.processing import (
     last_live_lease_expiry,
     user_messages_process,
@@ -32,7 +42,11 @@ def _queue_due_users() -> int:
     users = users_with_due_messages()
     for end_user_id in users:
         process_end_user(end_user_id)
-    return len(users)
+    # Erasures too: one whose task was lost, or whose retry is due.
+    erasures = erasures_due()
+    for erasure_id in erasures:
+        erasure_continue(erasure_id)
+    return len(users) + len(erasures)
 
 
 @db_periodic_task(crontab(minute="*"))  # type: ignore[untyped-decorator]
@@ -80,3 +94,52 @@ def _queue_end_user(end_user_id: str) -> None:
 def process_end_user_on_commit(end_user_id: str) -> None:
     # Only after commit: the worker must find the message we just stored.
     transaction.on_commit(lambda: _queue_end_user(end_user_id))
+
+
+# --- erasure and retention (multichannel.privacy) --------------------------------------
+
+# How long a queued erasure waits for a turn in flight before trying again later.
+ERASURE_LEASE_WAIT_SECONDS = 30.0
+ERASURE_BUSY_RETRY_SECONDS = 5.0
+
+
+@db_task()  # type: ignore[untyped-decorator]
+def erasure_continue(erasure_id: int) -> str:
+    """Carry an erasure on from where it stopped. A step that keeps failing is retried
+    with backoff up to ERASURE_MAX_ATTEMPTS, then left for the operator (logged as an
+    error, shown in the admin); a legal hold pauses it until lifted."""
+    erasure = Erasure.objects.filter(pk=erasure_id).first()
+    if erasure is None or erasure.finished:
+        return "done"
+    try:
+        erasure_run(erasure, lease_wait=ERASURE_LEASE_WAIT_SECONDS)
+    except UnderLegalHoldError as exc:
+        logger.warning("%s", exc)
+        return "held"
+    except ErasureBusyError:
+        erasure_continue.schedule((erasure_id,), delay=ERASURE_BUSY_RETRY_SECONDS)
+        return "busy"
+    except ErasureStoppedError:
+        if erasure.attempts < settings.ERASURE_MAX_ATTEMPTS and erasure.next_attempt_at:
+            erasure_continue.schedule((erasure_id,), eta=erasure.next_attempt_at)
+        return "stopped"
+    return "done"
+
+
+def erasure_continue_on_commit(erasure_id: int) -> None:
+    def queue() -> None:
+        try:
+            erasure_continue(erasure_id)
+        except Exception:
+            # The erasure is stored; recovery queues it once the queue is back.
+            logger.exception("could not queue erasure %s; recovery will", erasure_id)
+
+    transaction.on_commit(queue)
+
+
+@db_periodic_task(crontab(minute="17", hour="3"))  # type: ignore[untyped-decorator]
+def retention_daily() -> dict[str, object] | None:
+    """Remove content older than CONTENT_RETENTION_DAYS (off unless set)."""
+    if not settings.CONTENT_RETENTION_DAYS:
+        return None
+    return retention_run()

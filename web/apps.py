@@ -6,9 +6,15 @@ class WebConfig(AppConfig):
     verbose_name = "Web app"
 
     def ready(self) -> None:
-        from multichannel.channels import ChannelContribution, SecretReply, channel_register
+        from multichannel.channels import (
+            ChannelContribution,
+            ChannelPrivacy,
+            SecretReply,
+            channel_register,
+        )
         from multichannel.models import Channel
         from web import schema  # noqa: F401  (registers the OpenAPI auth scheme)
+        from web.privacy import web_forget, web_retain
         from web.services import (
             LOGIN,
             asks_for_sign_in,
@@ -28,5 +34,6 @@ class WebConfig(AppConfig):
                 secret_replies={
                     LOGIN: SecretReply(expand=sign_in_link_expand, keep=sign_in_reply_kept)
                 },
+                privacy=ChannelPrivacy(forget=web_forget, retain=web_retain),
             )
         )

@@ -55,7 +55,8 @@ def session_end_user(request: HttpRequest) -> EndUser | None:
     end_user_id = request.session.get(SESSION_KEY)
     if not end_user_id:
         return None
-    return EndUser.objects.filter(pk=end_user_id).first()
+    # An erased person's sessions end the moment their erasure begins.
+    return EndUser.objects.filter(pk=end_user_id, erased_at__isnull=True).first()
 
 
 class EndUserSessionAuthentication(BaseAuthentication):

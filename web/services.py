@@ -112,7 +112,7 @@ def sign_in_link_redeem(*, token: str) -> EndUser | None:
         if link is None:
             return None
         claimed = SignInLink.objects.filter(
-            pk=link.pk, used_at__isnull=True, expires_at__gt=now
+            pk=link.pk, used_at__isnull=True, expires_at__gt=now, end_user__erased_at__isnull=True
         ).update(used_at=now)
         if not claimed:
             return None

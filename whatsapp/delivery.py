@@ -30,6 +30,7 @@ from multichannel.redaction import redact, redact_value
 from whatsapp.formatting import whatsapp_markdown
 from whatsapp.graph import GraphClient, GraphError, graph_client, split_message
 from whatsapp.models import InboundMessage, OutboundMessage, WhatsAppIdentity
+from whatsapp.privacy import ERASE
 from whatsapp.services import START, STOP
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class _Address:
 def whatsapp_deliver(message: UserMessage) -> None:
     inbound = InboundMessage.objects.select_related("identity").get(user_message=message)
     identity = inbound.identity
-    if identity.opted_out_at is not None and message.kind not in (STOP, START):
+    if identity.opted_out_at is not None and message.kind not in (STOP, START, ERASE):
         raise DeliveryPermanentError("not sent: the user opted out (STOP)")
     graph = graph_client()
     _mark_read(graph, inbound)

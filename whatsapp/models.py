@@ -14,6 +14,12 @@ class WhatsAppIdentity(models.Model):
     bsuid = models.CharField(max_length=128, unique=True, null=True, blank=True)
     # Set while the user has asked for no messages (STOP, or Meta's user_preferences).
     opted_out_at = models.DateTimeField(null=True, blank=True)
+    # When the user last sent DELETE MY DATA: a YES soon after confirms it.
+    erasure_asked_at = models.DateTimeField(null=True, blank=True)
+    # After an erasure, all that is left: a keyed hash of the number (or of the
+    # business-scoped id), so a repeat request can be matched and a returning number
+    # is a new end user (whatsapp.services.erased_id_hash).
+    erased_hash = models.CharField(max_length=64, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -22,13 +28,15 @@ class WhatsAppIdentity(models.Model):
         verbose_name_plural = "WhatsApp identities"
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(wa_id__isnull=False) | models.Q(bsuid__isnull=False),
+                condition=models.Q(wa_id__isnull=False)
+                | models.Q(bsuid__isnull=False)
+                | ~models.Q(erased_hash=""),
                 name="whatsapp_identity_has_an_id",
             ),
         ]
 
     def __str__(self) -> str:
-        return self.wa_id or self.bsuid or "?"
+        return self.wa_id or self.bsuid or ("erased" if self.erased_hash else "?")
 
 
 class WebhookDelivery(models.Model):

@@ -15,6 +15,7 @@ from multichannel.models import Media, Turn, UserMessage
 from multichannel.services import feedback_record
 from whatsapp.graph import EXPIRED_URL, GraphError, MediaTooLargeError, graph_client
 from whatsapp.models import InboundMessage, OutboundMessage
+from whatsapp.privacy import ERASE, ERASE_CONFIRM
 from whatsapp.services import START, opt_out_set
 
 logger = logging.getLogger(__name__)
@@ -61,8 +62,8 @@ def media_fetch(media: Media) -> bytes:
 def silenced(message: UserMessage) -> bool:
     """After STOP (or Meta's user_preferences stop) nothing is answered or sent until
     START, which is the one message still answered."""
-    if message.kind == START:
-        return False
+    if message.kind in (START, ERASE, ERASE_CONFIRM):
+        return False  # resuming, and a person's erasure request, are always heard
     return _inbound(message).identity.opted_out_at is not None
 
 
