@@ -99,8 +99,7 @@ def test_the_table_cannot_be_emptied() -> None:
 def test_the_database_lets_only_erasure_remove_content() -> None:
     record(2)
     raw_sql(
-        "UPDATE audit_auditevent SET context = '{}', full_response_sha256 = NULL "
-        "WHERE sequence = 1"
+        "UPDATE audit_auditevent SET context = '{}', full_response_sha256 = NULL WHERE sequence = 1"
     )
     first = AuditEvent.objects.get(sequence=1)
     assert (first.context, first.body_id) == ({}, None)

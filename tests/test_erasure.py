@@ -5,7 +5,7 @@ new, checkpoints, proofs). Resumable after a crash at any step; refused under a 
 hold; asked for from WhatsApp; and never by an auditor."""
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
@@ -64,7 +64,7 @@ def say(receive: Callable, text: str, wa_id: str = PHONE) -> None:
 
 
 @pytest.fixture
-def person(receive: Callable, django_capture_on_commit_callbacks: Any) -> Iterator[EndUser]:
+def person(receive: Callable, django_capture_on_commit_callbacks: Any) -> EndUser:
     """Someone with WhatsApp and web turns, a voice note, a photo, a document, a sign-in
     and a session; and someone else, whose data must survive."""
     say(receive, f"{MARK} one: what is a {MARK}?")
