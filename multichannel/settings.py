@@ -399,9 +399,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": str(Path(tempfile.gettempdir()) / f"multichannel-test-{os.getpid()}.sqlite3")
     }
-else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
-    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+# Connections are kept and reused (SQLite too: opening one and applying its pragmas cost
+# more than the webhook's own work). No health check by default: it is a `SELECT 1`
+# before the first query of every request; a connection broken meanwhile (a database
+# restart) fails that one request, Django then drops it, and Meta redelivers.
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", env.bool("CONN_HEALTH_CHECKS", default=False))
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

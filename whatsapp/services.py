@@ -16,7 +16,13 @@ from multichannel.channels import command_kind
 from multichannel.models import Channel, EndUser, Media, UserMessage
 from multichannel.tasks import process_end_user_on_commit
 from whatsapp.models import InboundMessage, OutboundMessage, WebhookDelivery, WhatsAppIdentity
-from whatsapp.payload import IncomingMessage, PreferenceUpdate, StatusUpdate, parse_webhook
+from whatsapp.payload import (
+    IncomingMessage,
+    ParsedWebhook,
+    PreferenceUpdate,
+    StatusUpdate,
+    parse_webhook,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +33,15 @@ STOP = "stop"
 START = "start"
 
 
-def identity_resolve(*, wa_id: str | None, bsuid: str | None) -> WhatsAppIdentity:
+def identity_resolve(
+    *, wa_id: str | None, bsuid: str | None, isolated: bool = True
+) -> WhatsAppIdentity:
     """The identity for a sender, created with a new EndUser on first contact.
 
     A sender is matched by either id; when a message brings an id we did not know yet
     for a known sender (a BSUID next to a known phone number, say), it is added.
+    Not `isolated`: a first contact is created without a savepoint, and a concurrent
+    delivery that created the same sender first is the caller's IntegrityError.
     """
     if not wa_id and not bsuid:
         raise ValueError("a WhatsApp sender needs a wa_id or a business-scoped user id")
@@ -43,6 +53,10 @@ def identity_resolve(*, wa_id: str | None, bsuid: str | None) -> WhatsAppIdentit
     # Nearly every message comes from a sender we already know by exactly these ids:
     # one plain read, and no lock, as nothing is written.
     identity = WhatsAppIdentity.objects.filter(match).first()
+    if identity is None and not isolated:
+        return WhatsAppIdentity.objects.create(
+            end_user=EndUser.objects.create(), wa_id=wa_id or None, bsuid=bsuid or None
+        )
     if identity is None:
         try:
             with transaction.atomic():
@@ -142,9 +156,21 @@ class WebhookResult:
 def webhook_receive(*, raw_body: bytes, payload: dict[str, Any]) -> WebhookResult:
     """Store a verified webhook: the raw body, every new message (once per WhatsApp
     message id) and every status update, in one transaction; queue the answers after
-    commit."""
-    now = timezone.now()
-    parsed = parse_webhook(payload, received_at=now)
+    commit.
+
+    Nearly every message arrives once, so the first attempt is plain inserts, with no
+    lookup of ids stored already and no savepoints. A redelivered message makes one of
+    them fail (the unique WhatsApp id); then the whole transaction is rolled back and
+    done again the careful way, which finds every stored id in one query and isolates
+    each message, so a concurrent delivery of the same message is refused alone."""
+    parsed = parse_webhook(payload, received_at=timezone.now())
+    try:
+        return _webhook_store(raw_body, parsed, careful=False)
+    except IntegrityError:
+        return _webhook_store(raw_body, parsed, careful=True)
+
+
+def _webhook_store(raw_body: bytes, parsed: ParsedWebhook, *, careful: bool) -> WebhookResult:
     stored = duplicates = 0
     users: set[str] = set()
     with transaction.atomic():
@@ -154,13 +180,17 @@ def webhook_receive(*, raw_body: bytes, payload: dict[str, Any]) -> WebhookResul
             message_count=len(parsed.messages),
             status_count=len(parsed.statuses),
         )
-        # Redeliveries are common: one query finds every message id already stored.
-        seen = inbound_wamids_stored(wamids=[message.wamid for message in parsed.messages])
+        seen: set[str] = set()
+        if careful:
+            # Redeliveries: one query finds every message id already stored.
+            seen = inbound_wamids_stored(wamids=[message.wamid for message in parsed.messages])
         for message in parsed.messages:
             end_user_id = None
             if message.wamid not in seen:
                 seen.add(message.wamid)
-                end_user_id = inbound_message_store(delivery=delivery, message=message)
+                end_user_id = inbound_message_store(
+                    delivery=delivery, message=message, isolated=careful
+                )
             if end_user_id is None:
                 duplicates += 1
             else:
@@ -212,45 +242,58 @@ def message_kind(message: IncomingMessage) -> str:
     return command_kind(text) or UserMessage.Kind.TEXT
 
 
-def inbound_message_store(*, delivery: WebhookDelivery, message: IncomingMessage) -> str | None:
-    """Store one message and return its end user's id; None when this WhatsApp message
-    id is already stored (a redelivery). Check `inbound_wamids_stored` first: this
-    finds a redelivery only by the unique id, at the cost of an insert that fails."""
+def inbound_message_store(
+    *, delivery: WebhookDelivery, message: IncomingMessage, isolated: bool = True
+) -> str | None:
+    """Store one message and return its end user's id.
+
+    `isolated`: in a savepoint of its own, so that a message id stored already (a
+    redelivery; check `inbound_wamids_stored` first, this finds one only by an insert
+    that fails) returns None and the rest of the transaction goes on. Without it, that
+    IntegrityError is the caller's, and its transaction must be rolled back."""
+    if not isolated:
+        return _inbound_message_insert(delivery, message, isolated=False)
     try:
         with transaction.atomic():
-            identity = identity_resolve(wa_id=message.wa_id, bsuid=message.bsuid)
-            user_message = UserMessage.objects.create(
-                end_user_id=identity.end_user_id,
-                channel=Channel.WHATSAPP,
-                kind=message_kind(message),
-                external_id=message.wamid,
-                text=message.text.strip(),
-                sent_at=message.sent_at,
-            )
-            InboundMessage.objects.create(
-                wamid=message.wamid,
-                delivery=delivery,
-                identity=identity,
-                user_message=user_message,
-                type=message.type[:32],
-                phone_number_id=message.phone_number_id,
-                sent_at=message.sent_at,
-                raw=message.raw,
-            )
-            if message.media is not None:
-                media = message.media
-                Media.objects.create(
-                    message=user_message,
-                    external_id=media.id,
-                    mime_type=media.mime_type,
-                    filename=media.filename,
-                    caption=media.caption,
-                    voice=media.voice,
-                    expected_sha256=media.sha256,
-                )
+            return _inbound_message_insert(delivery, message, isolated=True)
     except IntegrityError:
         # The same message id arrived in a concurrent delivery that committed first.
         return None
+
+
+def _inbound_message_insert(
+    delivery: WebhookDelivery, message: IncomingMessage, *, isolated: bool
+) -> str:
+    identity = identity_resolve(wa_id=message.wa_id, bsuid=message.bsuid, isolated=isolated)
+    user_message = UserMessage.objects.create(
+        end_user_id=identity.end_user_id,
+        channel=Channel.WHATSAPP,
+        kind=message_kind(message),
+        external_id=message.wamid,
+        text=message.text.strip(),
+        sent_at=message.sent_at,
+    )
+    InboundMessage.objects.create(
+        wamid=message.wamid,
+        delivery=delivery,
+        identity=identity,
+        user_message=user_message,
+        type=message.type[:32],
+        phone_number_id=message.phone_number_id,
+        sent_at=message.sent_at,
+        raw=message.raw,
+    )
+    if message.media is not None:
+        media = message.media
+        Media.objects.create(
+            message=user_message,
+            external_id=media.id,
+            mime_type=media.mime_type,
+            filename=media.filename,
+            caption=media.caption,
+            voice=media.voice,
+            expected_sha256=media.sha256,
+        )
     return identity.end_user_id
 
 
