@@ -21,6 +21,7 @@ from audit.integrity import (
     content_digest,
     format_timestamp,
 )
+from audit.metrics import AUDIT_EVENTS
 from audit.wire import WireObject, full_response_text
 
 
@@ -179,6 +180,10 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
             models.QuerySet.bulk_create(self, [event])
             AuditChainHead.objects.using(self.db).filter(pk=head.pk).update(
                 sequence=sequence, hash=link
+            )
+            # Counted once the event is committed (at once outside a transaction).
+            transaction.on_commit(
+                AUDIT_EVENTS.labels(channel.value, action.value).inc, using=self.db
             )
         return event
 
@@ -430,3 +435,21 @@ class AuditPublication(models.Model):
 
     def __str__(self) -> str:
         return f"checkpoint {self.checkpoint_size} to {self.target}"
+
+
+class AuditVerification(models.Model):
+    """The outcome of each `verify_audit` of the database, for monitoring: /metrics shows
+    the last one's result and age. Not evidence (the ledger's own checks are); a row
+    here changes nothing the ledger proves."""
+
+    ran_at = models.DateTimeField(default=timezone.now)
+    ok = models.BooleanField()
+    checked = models.BigIntegerField(default=0)
+    summary = models.CharField(max_length=500)
+
+    class Meta:
+        ordering = ["-ran_at"]
+        get_latest_by = "ran_at"
+
+    def __str__(self) -> str:
+        return f"verify_audit at {self.ran_at:%Y-%m-%d %H:%M}: {'OK' if self.ok else 'FAIL'}"

@@ -2,19 +2,23 @@
 checking it against a signed checkpoint (its Merkle root at the checkpoint's size)."""
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
+from django.db import DatabaseError, transaction
 from django.db.models import F
 
 from audit import merkle
 from audit.erasure import Coverage, erased_shape
 from audit.integrity import GENESIS_HASH, chain_hash, content_digest, format_timestamp
 from audit.jsonl import ERASED_KEY, INTEGRITY_FIELDS, SEED_KEYS
-from audit.models import AuditChainHead, AuditEvent
+from audit.models import AuditChainHead, AuditEvent, AuditVerification
 from audit.notes import Checkpoint
 from audit.tree import TileReader, TreeUnavailableError
+
+logger = logging.getLogger(__name__)
 
 _FULL_RESPONSE = ',"full_response":'
 
@@ -301,6 +305,18 @@ def verify_database(checkpoint: Checkpoint | None = None) -> Verdict:
     if checkpoint is not None:
         return _against_checkpoint(verdict, tap, checkpoint, database_records)
     return verdict
+
+
+def verification_note(verdict: Verdict) -> None:
+    """Keep the outcome of a database verification for monitoring (/metrics). A
+    database that cannot take the note does not change the verdict."""
+    try:
+        with transaction.atomic():
+            AuditVerification.objects.create(
+                ok=verdict.ok, checked=verdict.checked, summary=verdict.describe()[:500]
+            )
+    except DatabaseError:
+        logger.warning("could not note the result of verify_audit", exc_info=True)
 
 
 # --- an exported file ----------------------------------------------------------------

@@ -122,6 +122,49 @@ class StateCollector(Collector):
         oldest = summary["oldest"]
         age.add_metric([], (timezone.now() - oldest).total_seconds() if oldest else 0.0)
         yield age
+        yield from _ledger_checks()
+
+
+def _ledger_checks() -> Iterator[GaugeMetricFamily]:
+    """The last `verify_audit` of the database and the last signed checkpoint: each
+    one's result (1 good, 0 not) and age. Absent until there is one."""
+    from audit.models import AuditCheckpoint, AuditVerification
+    from audit.publishing import checkpoint_health
+
+    now = timezone.now()
+    verification = AuditVerification.objects.order_by("-ran_at").first()
+    if verification is not None:
+        yield _gauge(
+            "multichannel_audit_verify_ok",
+            "Whether the last verify_audit of the database passed (1) or failed (0)",
+            float(verification.ok),
+        )
+        yield _gauge(
+            "multichannel_audit_verify_age_seconds",
+            "Seconds since the last verify_audit of the database",
+            (now - verification.ran_at).total_seconds(),
+        )
+    health = checkpoint_health(now)
+    if health != "not configured":
+        yield _gauge(
+            "multichannel_audit_checkpoint_ok",
+            "Whether signed checkpoints are current and published (1), or overdue, "
+            "failing to publish or missing (0); /healthz says which",
+            float(health == "ok"),
+        )
+    checkpoint = AuditCheckpoint.objects.order_by("-size").only("created_at").first()
+    if checkpoint is not None:
+        yield _gauge(
+            "multichannel_audit_checkpoint_age_seconds",
+            "Seconds since the last signed checkpoint",
+            (now - checkpoint.created_at).total_seconds(),
+        )
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation)
+    gauge.add_metric([], value)
+    return gauge
 
 
 _STATE = StateCollector()

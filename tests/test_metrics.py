@@ -1,6 +1,8 @@
 """Metrics to watch it in production: /metrics in Prometheus format, for the scraper
 only, with counters that move when work is done."""
 
+from io import StringIO
+
 import pytest
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
@@ -45,6 +47,8 @@ def test_a_turn_moves_the_counters(
     latency = {"service": "MKA1", "operation": "POST /api/v1/llm/responses"}
     assert moved("multichannel_outside_call_seconds_count", **latency) == 1
     assert moved("multichannel_whatsapp_sends_total", result="accepted") == 1
+    written = {"channel": "whatsapp", "action": "responses.create"}
+    assert moved("multichannel_audit_events_total", **written) == 1
     assert value(after, "multichannel_unfinished_messages") == 0
     assert value(after, "multichannel_oldest_unfinished_message_age_seconds") == 0
 
@@ -90,3 +94,39 @@ def test_only_the_scraper_gets_the_metrics(
     settings.METRICS_ALLOWED_NETWORKS = networks
     headers = {"Authorization": sent} if sent else {}
     assert client.get("/metrics", headers=headers).status_code == status
+
+
+def test_the_ledger_checks_show_their_last_result_and_age(
+    client: Client, settings, audit_key, post_webhook: PostWebhook
+) -> None:
+    from django.core.management import call_command
+
+    from tests.support.audit_ledger import record
+
+    settings.METRICS_TOKEN = "test-metrics-token-0123456789"
+    auth = {"Authorization": f"Bearer {settings.METRICS_TOKEN}"}
+    nothing_yet = scrape(client, **auth)
+    assert ("multichannel_audit_verify_ok", ()) not in nothing_yet
+    assert ("multichannel_audit_checkpoint_age_seconds", ()) not in nothing_yet
+    assert value(nothing_yet, "multichannel_audit_checkpoint_ok") == 1  # nothing to sign
+
+    record(2)
+    assert value(scrape(client, **auth), "multichannel_audit_checkpoint_ok") == 0  # unsigned
+    call_command("verify_audit", stdout=StringIO())
+    call_command("audit_checkpoint", stdout=StringIO())
+    samples = scrape(client, **auth)
+    assert value(samples, "multichannel_audit_verify_ok") == 1
+    assert 0 <= value(samples, "multichannel_audit_verify_age_seconds") < 60
+    assert value(samples, "multichannel_audit_checkpoint_ok") == 1
+    assert 0 <= value(samples, "multichannel_audit_checkpoint_age_seconds") < 60
+
+
+def test_a_failed_verification_shows_as_zero(client: Client, settings, without_triggers) -> None:
+    from tests.support.audit_ledger import failure, raw_sql, record
+
+    settings.METRICS_TOKEN = "test-metrics-token-0123456789"
+    record(2)
+    raw_sql("UPDATE audit_auditevent SET response_id = 'resp_forged' WHERE sequence = 1")
+    assert "changed" in str(failure("verify_audit"))
+    samples = scrape(client, Authorization=f"Bearer {settings.METRICS_TOKEN}")
+    assert samples[("multichannel_audit_verify_ok", ())] == 0

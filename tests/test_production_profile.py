@@ -92,6 +92,8 @@ def test_gunicorn_and_a_worker_on_postgres_and_redis_answer_a_webhook(stack: Sta
     )
     assert samples[("multichannel_outside_calls_total", create)] >= 1, metrics
     assert samples[("multichannel_whatsapp_sends_total", (("result", "accepted"),))] == 1
+    written = (("action", "responses.create"), ("channel", "whatsapp"))
+    assert samples[("multichannel_audit_events_total", written)] == 1, metrics
     assert requests.get(f"{app}/metrics", timeout=5).status_code == 404  # not for outsiders
     stack.stop()
 

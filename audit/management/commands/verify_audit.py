@@ -21,7 +21,12 @@ from audit.proofs import (
 )
 from audit.toolkit import StrictCommand
 from audit.tree import TreeUnavailableError
-from audit.verification import ExportFormatError, verify_database, verify_file
+from audit.verification import (
+    ExportFormatError,
+    verification_note,
+    verify_database,
+    verify_file,
+)
 
 MODES = ("checkpoint", "consistency", "proof")
 
@@ -110,6 +115,7 @@ class Command(StrictCommand):
     def _chain(self, path: Path | None, *, partial: bool, checkpoint: Checkpoint | None) -> None:
         if path is None:
             verdict = verify_database(checkpoint)
+            verification_note(verdict)
         else:
             try:
                 with path.open(encoding="utf-8") as handle:
