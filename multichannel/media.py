@@ -19,11 +19,13 @@ from typing import Any
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.db import transaction
 from PIL import Image
 
 from audit.models import AuditAction
 from audit.services import audit_event_record
 from multichannel.channels import fetch_media
+from multichannel.durability import stored_despite_outage
 from multichannel.mka1 import Mka1Error, client
 from multichannel.models import Media, UserMessage
 from multichannel.services import mka1_failure_record
@@ -182,15 +184,24 @@ def media_transcribe(media: Media, *, message: UserMessage) -> str:
     media.transcript = text if isinstance(text, str) else ""
     media.transcript_language = language[:32] if isinstance(language, str) else ""
     media.transcribed = True
-    audit_event_record(
-        channel=message.channel,
-        action=AuditAction.SPEECH_TRANSCRIPTIONS,
-        end_user_id=message.end_user_id,
-        full_response=answer,
-        api_key_fingerprint=mka1.key_fingerprint,
-        context=_media_context(media, message),
-    )
-    media.save(update_fields=["transcript", "transcript_language", "transcribed", "updated_at"])
+
+    def store() -> None:
+        with transaction.atomic():
+            audit_event_record(
+                channel=message.channel,
+                action=AuditAction.SPEECH_TRANSCRIPTIONS,
+                end_user_id=message.end_user_id,
+                full_response=answer,
+                api_key_fingerprint=mka1.key_fingerprint,
+                context=_media_context(media, message),
+            )
+            media.save(
+                update_fields=["transcript", "transcript_language", "transcribed", "updated_at"]
+            )
+
+    # MKA1 has transcribed it: keep that (and its audit event, together), or a retry
+    # would transcribe it again.
+    stored_despite_outage(store, what=f"the transcript of media {media.pk}", wait=mka1.wait)
     return media.transcript
 
 
@@ -218,15 +229,22 @@ def media_upload(media: Media, *, message: UserMessage) -> str:
     if not answer.id:
         raise MediaError("MKA1 kept the file without an id", transient=True)
     media.mka1_file_id = answer.id
-    audit_event_record(
-        channel=message.channel,
-        action=AuditAction.FILES_CREATE,
-        end_user_id=message.end_user_id,
-        full_response=answer,
-        api_key_fingerprint=mka1.key_fingerprint,
-        context=_media_context(media, message),
-    )
-    media.save(update_fields=["mka1_file_id", "updated_at"])
+
+    def store() -> None:
+        with transaction.atomic():
+            audit_event_record(
+                channel=message.channel,
+                action=AuditAction.FILES_CREATE,
+                end_user_id=message.end_user_id,
+                full_response=answer,
+                api_key_fingerprint=mka1.key_fingerprint,
+                context=_media_context(media, message),
+            )
+            media.save(update_fields=["mka1_file_id", "updated_at"])
+
+    # MKA1 holds the file now: keep its id (and the audit event, together), or a retry
+    # would upload it again and leave this copy behind.
+    stored_despite_outage(store, what=f"the MKA1 file of media {media.pk}", wait=mka1.wait)
     return media.mka1_file_id
 
 

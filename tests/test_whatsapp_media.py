@@ -359,3 +359,55 @@ def test_metas_user_preferences_stop_and_resume(receive) -> None:
         "context", flat=True
     )
     assert [c["source"] for c in sources] == ["user_preferences", "user_preferences"]
+
+
+# --- the database away just after MKA1 did the work -----------------------------------------
+
+
+@pytest.fixture
+def saves_fail_once(monkeypatch):
+    """The next save of a Media row's given field meets a locked database, once."""
+    from django.db import OperationalError
+
+    original = Media.save
+
+    def fail_once(field: str) -> dict:
+        left = {"failures": 1}
+
+        def save(self, *args, **kwargs):
+            if field in (kwargs.get("update_fields") or ()) and left["failures"]:
+                left["failures"] -= 1
+                raise OperationalError("database is locked")
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(Media, "save", save)
+        return left
+
+    return fail_once
+
+
+def test_a_transcript_is_kept_with_its_audit_event_through_a_database_outage(
+    receive, mka1_calls: Calls, saves_fail_once
+) -> None:
+    left = saves_fail_once("transcribed")
+    receive(voice_note("Kept despite the lock"))
+    assert left["failures"] == 0  # the outage happened, after MKA1 transcribed it
+    assert len([call for call in mka1_calls if call[1] == "/speech/transcriptions"]) == 1
+    assert AuditEvent.objects.filter(action="speech.transcriptions").count() == 1
+    assert Media.objects.get().transcript == "Kept despite the lock"
+    assert sent_texts() == ["You said: Kept despite the lock"]
+    assert held_for(UserMessage.objects.get().end_user_id)["transcriptions"] == 1
+
+
+def test_an_uploaded_file_is_kept_with_its_audit_event_through_a_database_outage(
+    receive, mka1_calls: Calls, settings, saves_fail_once
+) -> None:
+    settings.MKA1_INLINE_MEDIA_MAX_BYTES = 100  # the PDF is uploaded
+    left = saves_fail_once("mka1_file_id")
+    receive(media_message(PDF, mime_type="application/pdf", filename="big.pdf"))
+    assert left["failures"] == 0
+    assert len([call for call in mka1_calls if call[1] == "/files"]) == 1
+    assert AuditEvent.objects.filter(action="files.create").count() == 1
+    assert Media.objects.get().mka1_file_id
+    assert held_for(UserMessage.objects.get().end_user_id)["files"] == 1
+    assert UserMessage.objects.get().state == UserMessage.State.DELIVERED
