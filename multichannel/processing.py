@@ -65,26 +65,26 @@ UNFINISHED = (UserMessage.State.QUEUED, UserMessage.State.ANSWERED)
 def lease_acquire(end_user_id: str, owner: str) -> bool:
     now = timezone.now()
     expires = now + timedelta(seconds=settings.TURN_LEASE_SECONDS)
-    with transaction.atomic():
-        taken = ProcessingLease.objects.filter(
-            Q(expires_at__lte=now) | Q(owner=owner), end_user_id=end_user_id
-        ).update(owner=owner, expires_at=expires)
-        if taken:
-            return True
-        try:
-            with transaction.atomic():
-                ProcessingLease.objects.create(
-                    end_user_id=end_user_id, owner=owner, expires_at=expires
-                )
-        except IntegrityError:
-            return False  # someone else holds a live lease
+    # Ours already, or run out: taken (or renewed, nearly always) in one statement.
+    taken = ProcessingLease.objects.filter(
+        Q(expires_at__lte=now) | Q(owner=owner), end_user_id=end_user_id
+    ).update(owner=owner, expires_at=expires)
+    if taken:
+        return True
+    try:
+        with transaction.atomic():
+            ProcessingLease.objects.create(end_user_id=end_user_id, owner=owner, expires_at=expires)
+    except IntegrityError:
+        return False  # someone else holds a live lease
     return True
 
 
 def lease_release(end_user_id: str, owner: str) -> None:
     # A lease left behind would keep everyone off this user's messages until it expires.
+    # Ended, not deleted: the user's next message takes the row back with one UPDATE.
+    ended = ProcessingLease.objects.filter(end_user_id=end_user_id, owner=owner)
     stored_despite_outage(
-        ProcessingLease.objects.filter(end_user_id=end_user_id, owner=owner).delete,
+        lambda: ended.update(owner="", expires_at=timezone.now()),
         what=f"the release of the lease on {end_user_id}",
         wait=client().wait,
     )

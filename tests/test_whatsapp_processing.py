@@ -325,15 +325,17 @@ def test_a_reply_the_graph_api_accepted_is_recorded_through_a_locked_database(
 ) -> None:
     from django.db import OperationalError
 
-    original = OutboundMessage.objects.update_or_create
+    from whatsapp import delivery
+
+    original = delivery._outbound_keep
     failures = iter([True, True, False])
 
-    def locked_twice(**kwargs):
+    def locked_twice(*args, **kwargs):
         if next(failures):
             raise OperationalError("database is locked")
-        return original(**kwargs)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(OutboundMessage.objects, "update_or_create", locked_twice)
+    monkeypatch.setattr(delivery, "_outbound_keep", locked_twice)
     receive(wa.message_event(text="sent, then locked"))
     # Sent once: recording the wamid was waited for, not given up on and resent.
     assert sent_texts() == ["You said: sent, then locked"]
@@ -369,19 +371,19 @@ def test_a_lease_is_released_through_a_locked_database(
     from django.db import OperationalError
     from django.db.models import QuerySet
 
-    original = QuerySet.delete
-    failures = iter([True])
+    original = QuerySet.update
+    failures = iter([False, False, False, True])  # taken, renewed twice, then released
 
-    def locked_once(queryset: QuerySet) -> tuple[int, dict[str, int]]:
+    def locked_once(queryset: QuerySet, **changes: object) -> int:
         if queryset.model is ProcessingLease and next(failures, False):
             raise OperationalError("database is locked")
-        return original(queryset)
+        return original(queryset, **changes)
 
-    monkeypatch.setattr(QuerySet, "delete", locked_once)
+    monkeypatch.setattr(QuerySet, "update", locked_once)
     receive(wa.message_event(text="released late"))
     assert sent_texts() == ["You said: released late"]
     # Left behind, the lease would keep the user's next message waiting until it expired.
-    assert not ProcessingLease.objects.exists()
+    assert not ProcessingLease.objects.filter(expires_at__gt=timezone.now()).exists()
     assert no_backoff_sleep == [0.2]
 
 

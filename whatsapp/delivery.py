@@ -31,6 +31,7 @@ from whatsapp.formatting import whatsapp_markdown
 from whatsapp.graph import GraphClient, GraphError, graph_client, split_message
 from whatsapp.models import InboundMessage, OutboundMessage, WhatsAppIdentity
 from whatsapp.privacy import ERASE
+from whatsapp.selectors import inbound_of
 from whatsapp.services import START, STOP
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class _Address:
 
 
 def whatsapp_deliver(message: UserMessage) -> None:
-    inbound = InboundMessage.objects.select_related("identity").get(user_message=message)
+    inbound = inbound_of(message)
     identity = inbound.identity
     if identity.opted_out_at is not None and message.kind not in (STOP, START, ERASE):
         raise DeliveryPermanentError("not sent: the user opted out (STOP)")
@@ -163,19 +164,26 @@ def _sent(
     WHATSAPP_SENDS.labels("template" if template else "accepted").inc()
     stored_despite_outage(
         partial(
-            OutboundMessage.objects.update_or_create,
-            user_message=message,
-            part=part,
-            defaults={
-                "recipient": address.text,
-                "text": kept,
-                "wamid": wamid,
-                "template": template,
-            },
+            _outbound_keep,
+            message,
+            part,
+            recipient=address.text,
+            text=kept,
+            wamid=wamid,
+            template=template,
         ),
         what=f"sent message {wamid}",
         wait=graph.wait,
     )
+
+
+def _outbound_keep(message: UserMessage, part: int, **fields: object) -> None:
+    """Write one part's row: an UPDATE when it exists (a retry after a failure), else an
+    INSERT. No lock or savepoint: one worker holds this user's lease, and a repeat after
+    a lost answer finds the row and updates it to the same values."""
+    rows = OutboundMessage.objects.filter(user_message=message, part=part)
+    if not rows.update(**fields, updated_at=timezone.now()):
+        OutboundMessage.objects.create(user_message=message, part=part, **fields)
 
 
 def _failed(
@@ -189,14 +197,12 @@ def _failed(
     WHATSAPP_SENDS.labels("failed").inc()
     # Auditors read this row: an error body may echo our access token.
     error = redact_value(exc.body) if exc.body is not None else redact(str(exc))
-    OutboundMessage.objects.update_or_create(
-        user_message=message,
-        part=part,
-        defaults={
-            "recipient": address.text,
-            "text": kept,
-            "template": template,
-            "status": OutboundMessage.Status.FAILED,
-            "errors": [error],
-        },
+    _outbound_keep(
+        message,
+        part,
+        recipient=address.text,
+        text=kept,
+        template=template,
+        status=OutboundMessage.Status.FAILED,
+        errors=[error],
     )

@@ -17,6 +17,7 @@ from multichannel.privacy import UnderLegalHoldError, erasure_request
 from multichannel.tasks import erasure_continue_on_commit
 from whatsapp.graph import GraphError, graph_client
 from whatsapp.models import InboundMessage, OutboundMessage, WebhookDelivery, WhatsAppIdentity
+from whatsapp.selectors import inbound_of
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,7 @@ def erased_identities(value: str) -> list[WhatsAppIdentity]:
 
 
 def _identity(message: UserMessage) -> WhatsAppIdentity:
-    inbound = InboundMessage.objects.select_related("identity").get(user_message=message)
-    return inbound.identity
+    return inbound_of(message).identity
 
 
 # --- the person's request ---------------------------------------------------------------

@@ -16,6 +16,7 @@ from multichannel.services import feedback_record
 from whatsapp.graph import EXPIRED_URL, GraphError, MediaTooLargeError, graph_client
 from whatsapp.models import InboundMessage, OutboundMessage
 from whatsapp.privacy import ERASE, ERASE_CONFIRM
+from whatsapp.selectors import inbound_of
 from whatsapp.services import START, opt_out_set
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ _SKIN_TONES = {chr(code) for code in range(0x1F3FB, 0x1F400)}
 
 
 def _inbound(message: UserMessage) -> InboundMessage:
-    return InboundMessage.objects.select_related("identity").get(user_message=message)
+    return inbound_of(message)
 
 
 def media_fetch(media: Media) -> bytes:
