@@ -13,6 +13,7 @@ import base64
 import hashlib
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ from audit.models import AuditAction
 from audit.services import audit_event_record
 from multichannel.channels import fetch_media
 from multichannel.durability import stored_despite_outage
-from multichannel.mka1 import Mka1Error, client
+from multichannel.mka1 import Mka1Error, Mka1Object, client
 from multichannel.models import Media, UserMessage
 from multichannel.services import mka1_failure_record
 
@@ -163,45 +164,29 @@ def media_transcribe(media: Media, *, message: UserMessage) -> str:
     if media.transcribed:
         return media.transcript
     mka1 = client()
-    try:
-        answer = mka1.transcribe(
+    answer = _media_call(
+        lambda: mka1.transcribe(
             message.end_user_id,
             filename=media.filename or f"voice-{media.sha256[:12]}",
             content=media_content(media),
             content_type=media.mime_type.split(";")[0].strip() or "application/octet-stream",
-        )
-    except Mka1Error as exc:
-        mka1_failure_record(
-            channel=message.channel,
-            operation="speech.transcriptions",
-            end_user_id=message.end_user_id,
-            exc=exc,
-            context=_media_context(media, message),
-        )
-        raise
+        ),
+        operation="speech.transcriptions",
+        media=media,
+        message=message,
+    )
     text = answer.data.get("text")
     language = answer.data.get("language")
     media.transcript = text if isinstance(text, str) else ""
     media.transcript_language = language[:32] if isinstance(language, str) else ""
     media.transcribed = True
-
-    def store() -> None:
-        with transaction.atomic():
-            audit_event_record(
-                channel=message.channel,
-                action=AuditAction.SPEECH_TRANSCRIPTIONS,
-                end_user_id=message.end_user_id,
-                full_response=answer,
-                api_key_fingerprint=mka1.key_fingerprint,
-                context=_media_context(media, message),
-            )
-            media.save(
-                update_fields=["transcript", "transcript_language", "transcribed", "updated_at"]
-            )
-
-    # MKA1 has transcribed it: keep that (and its audit event, together), or a retry
-    # would transcribe it again.
-    stored_despite_outage(store, what=f"the transcript of media {media.pk}", wait=mka1.wait)
+    _media_result_keep(
+        media,
+        message,
+        answer,
+        action=AuditAction.SPEECH_TRANSCRIPTIONS,
+        fields=["transcript", "transcript_language", "transcribed"],
+    )
     return media.transcript
 
 
@@ -210,42 +195,65 @@ def media_upload(media: Media, *, message: UserMessage) -> str:
     if media.mka1_file_id:
         return media.mka1_file_id
     mka1 = client()
-    try:
-        answer = mka1.upload_file(
+    answer = _media_call(
+        lambda: mka1.upload_file(
             message.end_user_id,
             filename=media.filename or f"{message.kind}-{media.sha256[:12]}",
             content=media_content(media),
             content_type=media.mime_type,
-        )
+        ),
+        operation="files.create",
+        media=media,
+        message=message,
+    )
+    if not answer.id:
+        raise MediaError("MKA1 kept the file without an id", transient=True)
+    media.mka1_file_id = answer.id
+    _media_result_keep(
+        media, message, answer, action=AuditAction.FILES_CREATE, fields=["mka1_file_id"]
+    )
+    return media.mka1_file_id
+
+
+def _media_call(
+    call: Callable[[], Mka1Object], *, operation: str, media: Media, message: UserMessage
+) -> Mka1Object:
+    """An MKA1 call about a file; a failure is audited (`<operation>.failed`) and raised."""
+    try:
+        return call()
     except Mka1Error as exc:
         mka1_failure_record(
             channel=message.channel,
-            operation="files.create",
+            operation=operation,
             end_user_id=message.end_user_id,
             exc=exc,
             context=_media_context(media, message),
         )
         raise
-    if not answer.id:
-        raise MediaError("MKA1 kept the file without an id", transient=True)
-    media.mka1_file_id = answer.id
+
+
+def _media_result_keep(
+    media: Media, message: UserMessage, answer: Mka1Object, *, action: str, fields: list[str]
+) -> None:
+    """What MKA1 did with the file (a transcript, a file id), kept with its audit event
+    in one transaction, waiting out a briefly unavailable database: MKA1 has done it,
+    and a retry that found nothing stored would do it again (a second transcription, an
+    orphaned upload)."""
+    mka1 = client()
 
     def store() -> None:
         with transaction.atomic():
             audit_event_record(
                 channel=message.channel,
-                action=AuditAction.FILES_CREATE,
+                action=action,
                 end_user_id=message.end_user_id,
                 full_response=answer,
                 api_key_fingerprint=mka1.key_fingerprint,
                 context=_media_context(media, message),
             )
-            media.save(update_fields=["mka1_file_id", "updated_at"])
+            media.save(update_fields=[*fields, "updated_at"])
 
-    # MKA1 holds the file now: keep its id (and the audit event, together), or a retry
-    # would upload it again and leave this copy behind.
-    stored_despite_outage(store, what=f"the MKA1 file of media {media.pk}", wait=mka1.wait)
-    return media.mka1_file_id
+    stored_despite_outage(store, what=f"{action} of media {media.pk}", wait=mka1.wait)
 
 
 def _media_context(media: Media, message: UserMessage) -> dict[str, Any]:
