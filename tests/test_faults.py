@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +243,43 @@ def test_mka1_errors_and_timeouts_for_a_while_delay_answers_but_lose_none(
     settle(app, result)
     # Each timed-out call may have left an orphan response at MKA1, never more.
     assert len(messages) <= result.outcome.mka1_responses <= len(messages) + 5
+
+
+def test_media_downloads_cut_short_and_transcriptions_failing_answer_each_once(
+    stack: Callable[..., Stack],
+) -> None:
+    from tests.support.media import voice_note
+
+    app = stack()
+    started = time.monotonic()
+    # Every other message a voice note saying its text, uploaded to the Graph stand-in.
+    messages = [
+        replace(message, media=voice_note(
+            message.text, graph_url=f"{app.sandbox_url}/sandbox/graph", wa_id=message.wa_id,
+            message_id=message.wamid, timestamp=message.timestamp,
+        )) if n % 2 else message
+        for n, message in enumerate(conversation("media-faults", users=6, per_user=4))
+    ]  # fmt: skip
+    voices = sum(1 for message in messages if message.media is not None)
+    app.sandbox_fault("graph.media.download", "--truncate", "--times", "6")
+    app.sandbox_fault("speech.transcriptions", "--status", "503", "--times", "6")
+    sender = Sender(app.app_url)
+    sender.send(in_rounds(messages))
+    wait_until_delivered(app, len(messages))
+    result = tally(
+        app, sender, messages, scenario="media download cut short, transcription 503",
+        injected=f"6 x download truncated mid-stream, 6 x 503 from speech.transcriptions "
+        f"({voices} voice notes of {len(messages)} messages)",
+        started=started,
+    )  # fmt: skip
+    settle(app, result)
+    # Each voice note transcribed once, and that once audited: no retry repeated it.
+    transcribed = "SELECT COUNT(*) FROM audit_auditevent WHERE action = 'speech.transcriptions'"
+    assert query(app.database_url, transcribed)[0][0] == voices
+    held = "SELECT COUNT(*) FROM sandbox_sandboxtranscription"
+    assert query(app.sandbox_database_url, held)[0][0] == voices
+    left = "SELECT COALESCE(SUM(remaining), 0) FROM sandbox_sandboxfault"
+    assert query(app.sandbox_database_url, left)[0][0] == 0  # every planned fault happened
 
 
 def test_graph_api_down_for_a_while_delivers_every_reply_once(

@@ -120,11 +120,12 @@ def exactly_once_in_order(
         problems.append(
             f"{conversations_created[0][0]} conversations created for {len(users)} users"
         )
-    # One event per MKA1 call: each message's response, each user's conversation, and
-    # each call that failed (retried or not).
+    # One event per MKA1 call: each message's response, each user's conversation, each
+    # voice note's transcription, and each call that failed (retried or not).
     failed_calls = query(app, "SELECT COUNT(*) FROM audit_auditevent WHERE action LIKE '%failed'")
+    voices = sum(1 for message in messages if message.media is not None)
     verified, report = stack.verify_audit(
-        events=len(messages) + len(users) + int(failed_calls[0][0])
+        events=len(messages) + len(users) + voices + int(failed_calls[0][0])
     )
     if not verified:
         problems.append(report)
@@ -154,9 +155,13 @@ def _chain_problems(app: str, audited: set[str], served: set[str]) -> list[str]:
     )  # fmt: skip
     sent: dict[Any, list[str]] = {}
     unanswered = 0
-    for end_user, text, turn in query(
-        app, "SELECT end_user_id, text, turn_id FROM multichannel_usermessage ORDER BY sent_at, id"
-    ):
+    # What a message says: its text, or a voice note's transcript.
+    said = (
+        "SELECT m.end_user_id, COALESCE(NULLIF(m.text, ''), f.transcript, ''), m.turn_id "
+        "FROM multichannel_usermessage m "
+        "LEFT JOIN multichannel_media f ON f.message_id = m.id ORDER BY m.sent_at, m.id"
+    )
+    for end_user, text, turn in query(app, said):
         sent.setdefault(end_user, []).append(text)
         unanswered += turn is None
     if unanswered:

@@ -4,7 +4,7 @@ process, or over HTTP to a running server."""
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,14 +27,18 @@ class Signature(Enum):
 
 @dataclass(frozen=True)
 class Message:
-    """One text from one sender; `timestamp` orders a sender's messages."""
+    """One text from one sender; `timestamp` orders a sender's messages. `media`: the
+    webhook event of a file sent instead (a voice note saying `text`, say)."""
 
     wa_id: str
     text: str
     wamid: str
     timestamp: int
+    media: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def event(self) -> dict[str, Any]:
+        if self.media is not None:
+            return self.media
         return wa.message_event(
             wa_id=self.wa_id, text=self.text, message_id=self.wamid, timestamp=self.timestamp
         )
