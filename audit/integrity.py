@@ -16,6 +16,13 @@ from typing import Any
 GENESIS_HASH = "0" * 64
 
 
+def ledger_moment(moment: datetime) -> datetime:
+    """A moment as the ledger stores and compares it: UTC, truncated to the
+    milliseconds that `format_timestamp` (and so the export and the digest) shows."""
+    moment = moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def format_timestamp(moment: datetime) -> str:
     """UTC, milliseconds (truncated), `Z`. The content digests of the hash chain cover
     this text, so it must never change for any input."""

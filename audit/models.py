@@ -7,7 +7,7 @@ into the ledger. Rows are written only by `audit.services.audit_event_record`.
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NoReturn
 
 from django.db import IntegrityError, models, transaction
@@ -20,6 +20,7 @@ from audit.integrity import (
     chain_hash,
     content_digest,
     format_timestamp,
+    ledger_moment,
 )
 from audit.metrics import AUDIT_EVENTS
 from audit.wire import WireObject, full_response_text
@@ -160,7 +161,7 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
                 )
             head = AuditChainHead.objects.using(self.db).locked()
             # Taken under the lock, so timestamps follow the chain order.
-            moment = _millis(timestamp or timezone.now())
+            moment = ledger_moment(timestamp or timezone.now())
             sequence = head.sequence + 1
             digest = content_digest(
                 timestamp=format_timestamp(moment), full_response=text, **content
@@ -190,20 +191,25 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
     def erase_content(
         self,
         *,
-        before_sequence: int,
+        before_sequence: int | None = None,
         end_user_ids: Iterable[str] | None = None,
         older_than: datetime | None = None,
         keep_end_user_ids: Iterable[str] = (),
         dry_run: bool = False,
     ) -> int:
         """Remove the personal content of the events before `before_sequence` (the
-        erasure or retention event that says why), of these end users and/or older
+        erasure or retention event that says why; None, only with `dry_run`: every
+        event so far), of these end users and/or older
         than `older_than`, except compliance records and users in `keep_end_user_ids`
         (a legal hold). Rows, sequences, digests and hashes stay: context becomes `{}`
         and the body reference null; bodies no remaining event needs are deleted.
         Returns how many events lost content (with `dry_run`, would lose it, and
         nothing changes); running it again changes nothing."""
-        events = _erasable(self.filter(sequence__lt=before_sequence))
+        if before_sequence is None and not dry_run:
+            raise ValueError("content is erased only before the event that says why")
+        events = _erasable(self.all())
+        if before_sequence is not None:
+            events = events.filter(sequence__lt=before_sequence)
         if end_user_ids is not None:
             events = events.filter(end_user_id__in=list(end_user_ids))
         if older_than is not None:
@@ -228,12 +234,6 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
 
 def _erasable(queryset: "AuditEventQuerySet") -> "AuditEventQuerySet":
     return queryset.exclude(action__in=COMPLIANCE_ACTIONS).exclude(context={}, body__isnull=True)
-
-
-def _millis(moment: datetime) -> datetime:
-    # The export shows milliseconds; store exactly what is exported.
-    moment = moment.astimezone(UTC)
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 class AuditEvent(models.Model):

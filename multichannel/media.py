@@ -13,7 +13,7 @@ import base64
 import hashlib
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,10 +271,28 @@ def _media_context(media: Media, message: UserMessage) -> dict[str, Any]:
 THUMBNAIL_SIZE = (320, 320)
 
 
+def thumbnail_name(digest: str) -> str:
+    return f"thumbnails/{digest}.jpg"
+
+
+def stored_files_delete(files: Mapping[str, str]) -> None:
+    """Delete kept files (SHA-256 -> stored name) and their thumbnails that no media row
+    needs any more: a file is kept once per content, and may serve other messages."""
+    needed = set(Media.objects.filter(sha256__in=list(files)).values_list("sha256", flat=True))
+    for digest, stored_name in files.items():
+        if digest in needed:
+            continue
+        for name in (stored_name, thumbnail_name(digest)):
+            try:
+                default_storage.delete(name)
+            except OSError:
+                logger.exception("could not delete stored file %s", name)
+
+
 def media_thumbnail(media: Media) -> bytes:
     """A small JPEG of a kept photo, made once and kept beside it. ValueError when the
     file is not an image Pillow can read (or is a decompression bomb)."""
-    name = f"thumbnails/{media.sha256}.jpg"
+    name = thumbnail_name(media.sha256)
     if default_storage.exists(name):
         with default_storage.open(name, "rb") as stored:
             cached: bytes = stored.read()

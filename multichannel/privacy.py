@@ -28,22 +28,22 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from audit.integrity import format_timestamp
+from audit.integrity import format_timestamp, ledger_moment
 from audit.models import AuditAction, AuditChannel
 from audit.selectors import mka1_objects_recorded
 from audit.services import audit_content_erase, audit_event_record
 from multichannel.channels import privacy_contributions, privacy_of_channel
+from multichannel.media import stored_files_delete
 from multichannel.mka1 import Mka1Error, Mka1NotFoundError, Mka1Object, client
 from multichannel.models import (
     Conversation,
@@ -198,9 +198,7 @@ def erasure_scope(end_user: EndUser) -> dict[str, int]:
         "messages": UserMessage.objects.filter(end_user=end_user).count(),
         "turns": Turn.objects.filter(end_user=end_user).count(),
         "media_files": Media.objects.filter(message__end_user=end_user).count(),
-        "audit_events_with_content": audit_content_erase(
-            before_sequence=2**62, end_user_ids=[end_user.pk], dry_run=True
-        ),
+        "audit_events_with_content": audit_content_erase(end_user_ids=[end_user.pk], dry_run=True),
         "mka1_responses": len(
             known.responses
             | set(Turn.objects.filter(end_user=end_user).values_list("response_id", flat=True))
@@ -344,28 +342,15 @@ def _mka1_items(erasure: Erasure) -> None:
     for conversation_id in _conversations(erasure):
         if conversation_id in _done(erasure, "conversations_emptied"):
             continue
-        tried: set[str] = set()
-        while True:
-            page = _mka1_call(
-                erasure,
-                "conversations.items.list",
-                partial(client().list_conversation_items, user, conversation_id, limit=PAGE),
-                conversation_id=conversation_id,
-                listing=True,
-            )
-            items = [item["id"] for item in _listed(page) if item["id"] not in tried]
-            if not items:
-                break  # none left (or the conversation is gone)
-            for item_id in items:
-                tried.add(item_id)
-                _mka1_call(
-                    erasure,
-                    "conversations.items.delete",
-                    partial(client().delete_conversation_item, user, conversation_id, item_id),
-                    conversation_id=conversation_id,
-                    context={"item_id": item_id},
-                )
-                _count(erasure, "mka1_items")
+        _listed_delete(
+            erasure,
+            "conversations.items",
+            partial(client().list_conversation_items, user, conversation_id, limit=PAGE),
+            partial(client().delete_conversation_item, user, conversation_id),
+            id_key="item_id",
+            deleted=lambda _: _count(erasure, "mka1_items"),
+            conversation_id=conversation_id,
+        )
         _progress(erasure, "conversations_emptied", conversation_id)
 
 
@@ -403,26 +388,46 @@ def _mka1_files(erasure: Erasure) -> None:
 
 def _mka1_transcriptions(erasure: Erasure) -> None:
     user = erasure.end_user_id
+    _listed_delete(
+        erasure,
+        "speech.transcriptions",
+        partial(client().list_transcriptions, user, limit=PAGE),
+        partial(client().delete_transcription, user),
+        id_key="transcription_id",
+        deleted=partial(_progress, erasure, "transcriptions"),
+    )
+
+
+def _listed_delete(
+    erasure: Erasure,
+    kind: str,
+    listing: Callable[[], Mka1Object],
+    delete: Callable[[str], Mka1Object],
+    *,
+    id_key: str,
+    deleted: Callable[[str], None],
+    conversation_id: str | None = None,
+) -> None:
+    """Delete everything of a kind MKA1 lists (`<kind>.list`, `<kind>.delete`), a page
+    at a time, until the listing is empty: MKA1 has no "delete all of this person"."""
     tried: set[str] = set()
     while True:
         page = _mka1_call(
-            erasure,
-            "speech.transcriptions.list",
-            partial(client().list_transcriptions, user, limit=PAGE),
-            listing=True,
+            erasure, f"{kind}.list", listing, conversation_id=conversation_id, listing=True
         )
         ids = [item["id"] for item in _listed(page) if item["id"] not in tried]
         if not ids:
-            return
-        for transcription_id in ids:
-            tried.add(transcription_id)
+            return  # none left (or the collection is gone)
+        for object_id in ids:
+            tried.add(object_id)
             _mka1_call(
                 erasure,
-                "speech.transcriptions.delete",
-                partial(client().delete_transcription, user, transcription_id),
-                context={"transcription_id": transcription_id},
+                f"{kind}.delete",
+                partial(delete, object_id),
+                conversation_id=conversation_id,
+                context={id_key: object_id},
             )
-            _progress(erasure, "transcriptions", transcription_id)
+            deleted(object_id)
 
 
 def _database(erasure: Erasure) -> None:
@@ -472,9 +477,7 @@ def _ledger(erasure: Erasure) -> None:
 
 def _erasure_context(erasure: Erasure) -> dict[str, Any]:
     removed = erasure.removed
-    pending = audit_content_erase(
-        before_sequence=2**62, end_user_ids=[erasure.end_user_id], dry_run=True
-    )
+    pending = audit_content_erase(end_user_ids=[erasure.end_user_id], dry_run=True)
     return {
         "erasure": erasure.pk,
         "requested_by": erasure.requested_by,
@@ -625,25 +628,19 @@ def end_user_rows_forget(end_user_id: str) -> dict[str, int]:
             for what, count in privacy.forget(end_user).items():
                 removed[f"{name}_{what}"] = count
         media = Media.objects.filter(message__end_user_id=end_user_id)
-        digests = set(media.exclude(sha256="").values_list("sha256", flat=True))
+        files = _kept_files(media)
         removed["media"] = media.delete()[0]
         messages = UserMessage.objects.filter(end_user_id=end_user_id)
         removed["messages"] = messages.delete()[0]
         removed["turns"] = Turn.objects.filter(end_user_id=end_user_id).delete()[0]
         removed["conversations"] = Conversation.objects.filter(end_user_id=end_user_id).delete()[0]
-        transaction.on_commit(lambda: _stored_files_delete(digests))
+        transaction.on_commit(lambda: stored_files_delete(files))
     return removed
 
 
-def _stored_files_delete(digests: Iterable[str]) -> None:
-    """Stored files are kept once per content: delete those no one else's media needs."""
-    needed = set(Media.objects.filter(sha256__in=list(digests)).values_list("sha256", flat=True))
-    for digest in set(digests) - needed:
-        for name in (f"media/{digest}", f"thumbnails/{digest}.jpg"):
-            try:
-                default_storage.delete(name)
-            except OSError:
-                logger.exception("could not delete stored file %s", name)
+def _kept_files(media: QuerySet[Media]) -> dict[str, str]:
+    """The stored files of these media rows: SHA-256 -> stored name."""
+    return dict(media.exclude(stored_name="").values_list("sha256", "stored_name"))
 
 
 def message_of_erased_end_user(message: UserMessage) -> None:
@@ -665,9 +662,8 @@ def retention_cutoff(days: int, now: datetime | None = None) -> datetime:
             f"content must be kept at least MIN_RETENTION_DAYS ({settings.MIN_RETENTION_DAYS} "
             f"days); {days} is fewer"
         )
-    moment = (now or timezone.now()) - timedelta(days=days)
-    # The ledger's timestamps have milliseconds: compare like with like.
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    # Compared with the ledger's timestamps: in its own resolution.
+    return ledger_moment((now or timezone.now()) - timedelta(days=days))
 
 
 def retention_run(*, days: int | None = None, now: datetime | None = None) -> dict[str, Any]:
@@ -680,9 +676,7 @@ def retention_run(*, days: int | None = None, now: datetime | None = None) -> di
     cutoff = retention_cutoff(days, now)
     held = held_end_user_ids()
     with transaction.atomic():
-        ledger = audit_content_erase(
-            before_sequence=2**62, older_than=cutoff, keep_end_user_ids=held, dry_run=True
-        )
+        ledger = audit_content_erase(older_than=cutoff, keep_end_user_ids=held, dry_run=True)
         event = _operator_record(
             AuditAction.RETENTION,
             end_user_id="",
@@ -724,9 +718,9 @@ def _core_retain(cutoff: datetime, held: set[str]) -> dict[str, int]:
     media = Media.objects.filter(message__in=old).exclude(
         stored_name="", transcript="", caption="", filename=""
     )
-    digests = set(media.exclude(sha256="").values_list("sha256", flat=True))
+    files = _kept_files(media)
     media_count = media.update(stored_name="", transcript="", caption="", filename="", sha256="")
-    transaction.on_commit(lambda: _stored_files_delete(digests))
+    transaction.on_commit(lambda: stored_files_delete(files))
     return {"messages": messages, "turns": turns, "media": media_count}
 
 
