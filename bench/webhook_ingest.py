@@ -89,6 +89,7 @@ class Result:
     statuses_ok: int = 0
     statuses_total: int = 0
     enqueued: int = 0
+    fan_out_ms: float = 0.0
     problems: list[str] = field(default_factory=list)
 
 
@@ -208,9 +209,10 @@ def seed(users: int, stages: list[Stage]) -> None:
         )
 
 
-def queries_per_webhook() -> tuple[int, int]:
-    """SQL statements one text webhook and one status webhook cost, through Django's
-    test client in this process (same settings, same database)."""
+def queries_per_webhook() -> tuple[tuple[int, int], tuple[int, int]]:
+    """SQL statements one text webhook and one status webhook cost, (in the request,
+    in the worker's fan-out), through Django's test client in this process (same
+    settings, same database)."""
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -218,7 +220,8 @@ def queries_per_webhook() -> tuple[int, int]:
 
     from multichannel.models import Channel, EndUser, UserMessage
     from multichannel.sandbox import whatsapp as wa
-    from whatsapp.models import OutboundMessage
+    from whatsapp.models import OutboundMessage, WebhookDelivery
+    from whatsapp.services import delivery_fan_out
 
     sender = EndUser.objects.filter(whatsapp_identity__wa_id=phone(0)).get()
     message = UserMessage.objects.create(
@@ -237,7 +240,11 @@ def queries_per_webhook() -> tuple[int, int]:
             answer = webhook_post(body, client=client)
         if answer.status_code != 200:
             raise SystemExit(f"in-process webhook answered {answer.status_code}")
-        counts.append(len(captured.captured_queries))
+        delivery = WebhookDelivery.objects.latest("pk")
+        with CaptureQueriesContext(connection) as fanned:
+            if not delivery_fan_out(delivery.pk):
+                raise SystemExit("in-process webhook: its delivery was fanned out already")
+        counts.append((len(captured.captured_queries), len(fanned.captured_queries)))
     return counts[0], counts[1]
 
 
@@ -245,6 +252,19 @@ def pending_tasks() -> int:
     from huey.contrib.djhuey import HUEY
 
     return int(HUEY.pending_count())
+
+
+def fan_out_pending() -> float:
+    """Fan out, in this process, every delivery the stage kept (no consumer runs during
+    the stage: the request only keeps the delivery and queues its fan-out). Returns
+    the milliseconds per delivery, for the record; the checks then read what it stored."""
+    from whatsapp.services import deliveries_pending, delivery_fan_out
+
+    pending = deliveries_pending()
+    started = time.perf_counter()
+    if pending:
+        delivery_fan_out(pending[-1])  # and every older one, oldest first
+    return (time.perf_counter() - started) * 1000 / len(pending) if pending else 0.0
 
 
 def verify(stage: Stage, result: Result, acked: set[str]) -> None:
@@ -416,8 +436,9 @@ def run_stage(
         if len(acked) != stage.count:
             result.problems.append(f"bare view: {stage.count - len(acked)} requests not 200")
     else:
-        verify(stage, result, acked)
         result.enqueued = pending_tasks() - pending_before
+        result.fan_out_ms = fan_out_pending()
+        verify(stage, result, acked)
     return result, log_offset
 
 
@@ -454,17 +475,19 @@ def print_tables(results: list[Result], bare: Result) -> None:
     print()
     print(
         "| target req/s | wall s | wrk CPU | postgres CPU | redis CPU | machine busy "
-        "| wrk timeouts | socket errors | log warnings | tasks enqueued |"
+        "| wrk timeouts | socket errors | log warnings | fan-outs queued / webhooks "
+        "| fan-out ms / delivery (afterwards, in process) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in [bare, *results]:
         sockets = r.errors["connect"] + r.errors["read"] + r.errors["write"]
-        enqueued = "-" if r.stage.bare else f"{r.enqueued} / {r.stored_texts}"
+        enqueued = "-" if r.stage.bare else f"{r.enqueued} / {r.requests}"
+        fan_out = "-" if r.stage.bare else f"{r.fan_out_ms:.2f}"
         print(
             f"| {r.stage.label} | {r.wall:.1f} | {r.wrk_cpu:.0%} | "
             f"{fmt_share(r.cpu.get('postgres'))} | {fmt_share(r.cpu.get('redis'))} | "
             f"{fmt_share(r.cpu.get('machine busy'))} of {os.cpu_count()} cores | "
-            f"{r.errors['timeout']} | {sockets} | {r.log_problems} | {enqueued} |"
+            f"{r.errors['timeout']} | {sockets} | {r.log_problems} | {enqueued} | {fan_out} |"
         )
 
 
@@ -583,8 +606,9 @@ def main() -> int:
             f"connections on loopback; {args.users} senders; mix 1 text : 3 statuses"
         )
         print(
-            f"SQL statements per webhook (in process, Django test client): text "
-            f"{text_queries}, status {status_queries}; {sum(s.count for s in stages)} "
+            f"SQL statements per webhook (in process, Django test client), in the request "
+            f"+ in the worker's fan-out: text {text_queries[0]} + {text_queries[1]}, status "
+            f"{status_queries[0]} + {status_queries[1]}; {sum(s.count for s in stages)} "
             f"requests generated and rows seeded in {prepared:.1f} s"
         )
         print(flush=True)

@@ -42,6 +42,10 @@ Label = Callable[["EndUser"], str | None]
 FetchMedia = Callable[["Media"], bytes]
 # Whether the user asked for no messages (then nothing is answered or sent).
 Silenced = Callable[["UserMessage"], bool]
+# Queue again the channel's own unfinished work whose task may have been lost (a
+# webhook delivery not yet fanned out into messages, say); returns how much. `starting`:
+# a consumer is starting, so nothing queued by a process that died can be waited for.
+Recover = Callable[[bool], int]
 # Around the work on a message (e.g. a "typing…" indicator while MKA1 thinks).
 Working = Callable[["UserMessage"], AbstractContextManager[None]]
 # Does this message text ask for the command? (e.g. LOGIN, case-insensitive)
@@ -93,6 +97,7 @@ class ChannelContribution:
     fetch_media: FetchMedia | None = None
     silenced: Silenced | None = None
     working: Working | None = None
+    recover: Recover | None = None
 
 
 _contributions: dict[str, ChannelContribution] = {}
@@ -126,6 +131,15 @@ def working(message: "UserMessage") -> AbstractContextManager[None]:
     if contribution is None or contribution.working is None:
         return nullcontext()
     return contribution.working(message)
+
+
+def recover(*, starting: bool) -> int:
+    """Each channel's own recovery (see `Recover`); how much was queued in all."""
+    return sum(
+        contribution.recover(starting)
+        for contribution in _contributions.values()
+        if contribution.recover is not None
+    )
 
 
 def deliver(message: "UserMessage") -> None:

@@ -14,7 +14,7 @@ import hmac
 import ipaddress
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from django.conf import settings
 from django.db.models import Min
@@ -123,6 +123,8 @@ class StateCollector(Collector):
         age.add_metric([], (timezone.now() - oldest).total_seconds() if oldest else 0.0)
         yield age
         yield from _ledger_checks()
+        for gauges in _channel_gauges:
+            yield from gauges()
 
 
 def _ledger_checks() -> Iterator[GaugeMetricFamily]:
@@ -134,19 +136,19 @@ def _ledger_checks() -> Iterator[GaugeMetricFamily]:
     now = timezone.now()
     verification = AuditVerification.objects.order_by("-ran_at").first()
     if verification is not None:
-        yield _gauge(
+        yield gauge(
             "multichannel_audit_verify_ok",
             "Whether the last verify_audit of the database passed (1) or failed (0)",
             float(verification.ok),
         )
-        yield _gauge(
+        yield gauge(
             "multichannel_audit_verify_age_seconds",
             "Seconds since the last verify_audit of the database",
             (now - verification.ran_at).total_seconds(),
         )
     health = checkpoint_health(now)
     if health != "not configured":
-        yield _gauge(
+        yield gauge(
             "multichannel_audit_checkpoint_ok",
             "Whether signed checkpoints are current and published (1), or overdue, "
             "failing to publish or missing (0); /healthz says which",
@@ -154,14 +156,24 @@ def _ledger_checks() -> Iterator[GaugeMetricFamily]:
         )
     checkpoint = AuditCheckpoint.objects.order_by("-size").only("created_at").first()
     if checkpoint is not None:
-        yield _gauge(
+        yield gauge(
             "multichannel_audit_checkpoint_age_seconds",
             "Seconds since the last signed checkpoint",
             (now - checkpoint.created_at).total_seconds(),
         )
 
 
-def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+# Gauges a channel app adds about its own state (read at scrape time, like the above).
+_channel_gauges: list[Callable[[], Iterable[GaugeMetricFamily]]] = []
+
+
+def state_gauges_register(gauges: Callable[[], Iterable[GaugeMetricFamily]]) -> None:
+    if gauges not in _channel_gauges:
+        _channel_gauges.append(gauges)
+
+
+def gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    """One gauge without labels."""
     gauge = GaugeMetricFamily(name, documentation)
     gauge.add_metric([], value)
     return gauge

@@ -1,5 +1,6 @@
 """Queued work (Huey). The database, not the queue, is the record of what is left to
-do: a lost task is re-queued by `recover_unfinished` from the unfinished messages."""
+do: a lost task is re-queued by `recover_unfinished` from the unfinished messages and
+each channel's own unfinished work (a webhook delivery not yet fanned out)."""
 
 import logging
 import threading
@@ -10,6 +11,7 @@ from django.db import transaction
 from huey import crontab
 from huey.contrib.djhuey import db_periodic_task, db_task, on_startup
 
+from multichannel import channels
 from multichannel.models import Erasure
 from multichannel.privacy import (
     ErasureBusyError,
@@ -38,7 +40,10 @@ def process_end_user(end_user_id: str) -> str:
     return result.outcome
 
 
-def _queue_due_users() -> int:
+def _queue_due_users(*, starting: bool = False) -> int:
+    # First what the channels kept but have not turned into messages yet (webhook
+    # deliveries); their fan-out queues its users itself.
+    channel_work = channels.recover(starting=starting)
     users = users_with_due_messages()
     for end_user_id in users:
         process_end_user(end_user_id)
@@ -46,7 +51,7 @@ def _queue_due_users() -> int:
     erasures = erasures_due()
     for erasure_id in erasures:
         erasure_continue(erasure_id)
-    return len(users) + len(erasures)
+    return channel_work + len(users) + len(erasures)
 
 
 @db_periodic_task(crontab(minute="*"))  # type: ignore[untyped-decorator]
@@ -60,7 +65,7 @@ def recover_after_start() -> int:
     """Recovery as a consumer starts, so a restart finishes a crashed consumer's work
     without waiting for the next minute. Users whose lease is still live may be held by
     the process that died: look again just after the last of those leases runs out."""
-    queued = _queue_due_users()
+    queued = _queue_due_users(starting=True)
     expiry = last_live_lease_expiry()
     if expiry is not None:
         recover_unfinished.schedule(eta=expiry + timedelta(seconds=1))

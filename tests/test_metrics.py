@@ -51,6 +51,8 @@ def test_a_turn_moves_the_counters(
     assert moved("multichannel_audit_events_total", **written) == 1
     assert value(after, "multichannel_unfinished_messages") == 0
     assert value(after, "multichannel_oldest_unfinished_message_age_seconds") == 0
+    assert value(after, "multichannel_webhook_deliveries_waiting") == 0
+    assert value(after, "multichannel_oldest_waiting_delivery_age_seconds") == 0
 
 
 def test_ids_never_become_label_values() -> None:
@@ -75,6 +77,26 @@ def test_a_queued_message_shows_as_unfinished_with_its_age(
     samples = scrape(client, Authorization=f"Bearer {settings.METRICS_TOKEN}")
     assert value(samples, "multichannel_unfinished_messages") == 1
     assert value(samples, "multichannel_oldest_unfinished_message_age_seconds") >= 0
+
+
+def test_a_delivery_not_fanned_out_shows_as_waiting_with_its_age(
+    client: Client, settings, post_webhook: PostWebhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from whatsapp import views
+    from whatsapp.models import WebhookDelivery
+
+    settings.METRICS_TOKEN = "test-metrics-token-0123456789"
+    monkeypatch.setattr(views, "webhook_fan_out_queue", lambda delivery_id: None)  # lost
+    post_webhook(wa.webhook_payload([wa.message_event(text="kept")]))
+    WebhookDelivery.objects.update(received_at=timezone.now() - timedelta(seconds=90))
+    samples = scrape(client, Authorization=f"Bearer {settings.METRICS_TOKEN}")
+    assert value(samples, "multichannel_webhook_deliveries_waiting") == 1
+    assert value(samples, "multichannel_oldest_waiting_delivery_age_seconds") >= 90
+    assert value(samples, "multichannel_unfinished_messages") == 0  # not a message yet
 
 
 @pytest.mark.parametrize(

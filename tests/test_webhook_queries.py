@@ -1,10 +1,11 @@
-"""How many SQL queries one webhook costs, exactly. The counts are written as a
-cost per webhook plus a cost per message: a query per message that creeps in (an N+1)
-fails these tests.
+"""How many SQL queries one webhook costs, exactly: the request, which only keeps the
+delivery, and the worker's fan-out of it into messages and statuses. The fan-out's
+counts are written as a cost per delivery plus a cost per message: a query per message
+that creeps in (an N+1) fails these tests.
 
-Counted inside the test's transaction, where the webhook's own transaction shows as a
+Counted inside the test's transaction, where the fan-out's own transaction shows as a
 SAVEPOINT/RELEASE pair (in production it is BEGIN/COMMIT, which Django does not log).
-The queued work runs after commit and is not counted here."""
+The answering of the messages, queued after commit, is not counted here."""
 
 from functools import partial
 from typing import Any
@@ -15,13 +16,17 @@ from multichannel.models import Channel, EndUser, UserMessage
 from multichannel.sandbox import whatsapp as wa
 from tests.support.threads import at_once
 from tests.support.webhooks import PostWebhook, webhook_deliver
+from whatsapp import views
 from whatsapp.models import InboundMessage, OutboundMessage, WebhookDelivery, WhatsAppIdentity
-from whatsapp.services import identity_resolve
+from whatsapp.services import delivery_fan_out, identity_resolve
 
 pytestmark = pytest.mark.django_db
 
-# The transaction (2) and the delivery row (1).
-PER_WEBHOOK = 3
+# The request: the delivery row, one INSERT in autocommit. No transaction, no lookup.
+REQUEST = 1
+# The fan-out: the delivery read (1), the transaction (2) and the claim that marks the
+# delivery processed (1).
+PER_DELIVERY = 4
 # The sender's identity (1), the UserMessage and the InboundMessage (2): plain inserts,
 # no lookup of stored ids first and no savepoint.
 PER_MESSAGE_FROM_A_KNOWN_SENDER = 3
@@ -29,28 +34,44 @@ PER_MESSAGE_FROM_A_KNOWN_SENDER = 3
 PER_MESSAGE_FROM_A_NEW_SENDER = PER_MESSAGE_FROM_A_KNOWN_SENDER + 2
 # A redelivery, however many messages it carries: the first attempt fails at its first
 # message's insert and is rolled back (at most a message's statements and the rollback),
-# then the careful attempt finds every stored id in one lookup (1) and stores nothing.
-REDELIVERY = PER_WEBHOOK + PER_MESSAGE_FROM_A_KNOWN_SENDER + 1 + PER_WEBHOOK + 1
-# The delivery (1) in the transaction (2); the outbound messages read and locked in one
-# query (1) and written back in one (1).
-STATUS_WEBHOOK = 5
+# then the careful attempt claims the delivery again, finds every stored id in one
+# lookup (1) and stores nothing.
+REDELIVERY = PER_DELIVERY + PER_MESSAGE_FROM_A_KNOWN_SENDER + 1 + (PER_DELIVERY - 1) + 1
+# The outbound messages read and locked in one query (1) and written back in one (1).
+STATUS_WEBHOOK = PER_DELIVERY + 2
 # Statuses for one message (most webhooks): one conditional update instead.
-ONE_MESSAGE_STATUS_WEBHOOK = 4
+ONE_MESSAGE_STATUS_WEBHOOK = PER_DELIVERY + 1
+# A fan-out repeated (its task ran twice, or recovery raced it): the read finds it done.
+FANNED_OUT_ALREADY = 1
+
+
+@pytest.fixture
+def queued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The deliveries whose fan-out the webhook queued, instead of running them."""
+    ids: list[int] = []
+    monkeypatch.setattr(views, "webhook_fan_out_queue", ids.append)
+    return ids
 
 
 @pytest.fixture
 def post_counted(
     post_webhook: PostWebhook,
+    queued: list[int],
     django_capture_on_commit_callbacks: Any,
     django_assert_num_queries: Any,
 ) -> Any:
+    """POST a payload, counting the request's queries (always REQUEST), then fan the
+    delivery out counting the worker's."""
+
     def post(payload: dict[str, Any], *, queries: int) -> None:
+        with django_assert_num_queries(REQUEST):
+            answer = post_webhook(payload)
+        assert answer.status_code == 200
         with (
             django_capture_on_commit_callbacks(execute=False),
             django_assert_num_queries(queries),
         ):
-            answer = post_webhook(payload)
-        assert answer.status_code == 200
+            delivery_fan_out(queued[-1])
 
     return post
 
@@ -63,7 +84,7 @@ def test_a_message_from_a_known_sender(post_counted: Any) -> None:
     identity_resolve(wa_id="15550000000", bsuid=None)
     post_counted(
         wa.webhook_payload([wa.message_event(wa_id="15550000000")]),
-        queries=PER_WEBHOOK + PER_MESSAGE_FROM_A_KNOWN_SENDER,
+        queries=PER_DELIVERY + PER_MESSAGE_FROM_A_KNOWN_SENDER,
     )
     assert InboundMessage.objects.count() == 1
     assert EndUser.objects.count() == 1
@@ -72,7 +93,7 @@ def test_a_message_from_a_known_sender(post_counted: Any) -> None:
 def test_a_message_from_a_new_sender(post_counted: Any) -> None:
     post_counted(
         wa.webhook_payload([wa.message_event(wa_id="15550000000")]),
-        queries=PER_WEBHOOK + PER_MESSAGE_FROM_A_NEW_SENDER,
+        queries=PER_DELIVERY + PER_MESSAGE_FROM_A_NEW_SENDER,
     )
     assert InboundMessage.objects.get().identity.wa_id == "15550000000"
 
@@ -81,7 +102,7 @@ def test_a_redelivery_costs_the_same_however_many_messages_it_carries(
     post_counted: Any,
 ) -> None:
     payload = wa.webhook_payload([wa.message_event(wa_id=wa_id) for wa_id in senders(10)])
-    post_counted(payload, queries=PER_WEBHOOK + 10 * PER_MESSAGE_FROM_A_NEW_SENDER)
+    post_counted(payload, queries=PER_DELIVERY + 10 * PER_MESSAGE_FROM_A_NEW_SENDER)
     post_counted(payload, queries=REDELIVERY)
     assert WebhookDelivery.objects.count() == 2
     assert InboundMessage.objects.count() == 10
@@ -89,7 +110,7 @@ def test_a_redelivery_costs_the_same_however_many_messages_it_carries(
 
 def test_a_single_redelivered_message(post_counted: Any) -> None:
     payload = wa.webhook_payload([wa.message_event()])
-    post_counted(payload, queries=PER_WEBHOOK + PER_MESSAGE_FROM_A_NEW_SENDER)
+    post_counted(payload, queries=PER_DELIVERY + PER_MESSAGE_FROM_A_NEW_SENDER)
     post_counted(payload, queries=REDELIVERY)
     assert InboundMessage.objects.count() == 1
 
@@ -98,7 +119,7 @@ def test_a_batch_from_ten_new_senders(post_counted: Any) -> None:
     events = [wa.message_event(wa_id=wa_id) for wa_id in senders(10)]
     post_counted(
         wa.webhook_payload(events),
-        queries=PER_WEBHOOK + 10 * PER_MESSAGE_FROM_A_NEW_SENDER,
+        queries=PER_DELIVERY + 10 * PER_MESSAGE_FROM_A_NEW_SENDER,
     )
     assert InboundMessage.objects.count() == 10
     assert EndUser.objects.count() == 10
@@ -110,10 +131,37 @@ def test_a_batch_from_ten_known_senders(post_counted: Any) -> None:
     events = [wa.message_event(wa_id=wa_id) for wa_id in senders(10)]
     post_counted(
         wa.webhook_payload(events),
-        queries=PER_WEBHOOK + 10 * PER_MESSAGE_FROM_A_KNOWN_SENDER,
+        queries=PER_DELIVERY + 10 * PER_MESSAGE_FROM_A_KNOWN_SENDER,
     )
     assert InboundMessage.objects.count() == 10
     assert EndUser.objects.count() == 10
+
+
+def test_the_request_only_keeps_the_delivery_and_queues_its_fan_out(
+    post_webhook: PostWebhook, queued: list[int], django_assert_num_queries: Any
+) -> None:
+    payload = wa.webhook_payload([wa.message_event(wa_id=wa_id) for wa_id in senders(3)])
+    with django_assert_num_queries(REQUEST):
+        assert post_webhook(payload).status_code == 200
+    delivery = WebhookDelivery.objects.get()
+    assert queued == [delivery.pk]
+    assert (delivery.object, delivery.processed_at) == ("whatsapp_business_account", None)
+    assert not InboundMessage.objects.exists()
+
+
+def test_a_fan_out_repeated_stores_nothing_twice(
+    post_counted: Any, queued: list[int], django_assert_num_queries: Any
+) -> None:
+    post_counted(
+        wa.webhook_payload([wa.message_event()]),
+        queries=PER_DELIVERY + PER_MESSAGE_FROM_A_NEW_SENDER,
+    )
+    with django_assert_num_queries(FANNED_OUT_ALREADY):
+        assert delivery_fan_out(queued[-1]) == []
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.message_count, delivery.status_count) == (1, 0)
+    assert delivery.processed_at is not None
+    assert InboundMessage.objects.count() == 1
 
 
 def _outbound(count: int) -> list[OutboundMessage]:

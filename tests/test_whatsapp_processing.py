@@ -503,9 +503,10 @@ def test_the_same_webhook_delivered_concurrently_is_answered_once(mka1_calls: Ca
 def test_two_workers_on_one_user_never_fork_the_chain(mka1_calls: Calls) -> None:
     base = int(timezone.now().timestamp())
     events = [wa.message_event(text=f"w{i}", timestamp=base + i) for i in range(4)]
-    from whatsapp.services import webhook_receive
+    from whatsapp.services import delivery_fan_out, webhook_accept
 
-    webhook_receive(raw_body=b"{}", payload=wa.webhook_payload(events))
+    body = wa.encode(wa.webhook_payload(events))
+    delivery_fan_out(webhook_accept(raw_body=body, payload={}).pk)
     end_user_id = UserMessage.objects.get(text="w0").end_user_id
     outcomes = at_once(*[partial(process_end_user.call_local, end_user_id)] * 3)
     assert [outcome for outcome in outcomes if isinstance(outcome, BaseException)] == []

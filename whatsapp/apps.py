@@ -9,8 +9,9 @@ class WhatsappConfig(AppConfig):
         from django.conf import settings
 
         from multichannel.channels import ChannelContribution, ChannelPrivacy, channel_register
+        from multichannel.metrics import state_gauges_register
         from multichannel.models import Channel, UserMessage
-        from whatsapp import privacy, worker
+        from whatsapp import metrics, privacy, tasks, worker
         from whatsapp.delivery import whatsapp_deliver
         from whatsapp.privacy import ERASE, ERASE_CONFIRM
         from whatsapp.services import START, STOP, UNSUPPORTED, identity_label
@@ -45,5 +46,7 @@ class WhatsappConfig(AppConfig):
                 fetch_media=worker.media_fetch,
                 silenced=worker.silenced,
                 working=worker.typing,
+                recover=lambda starting: tasks.deliveries_recover(starting=starting),
             )
         )
+        state_gauges_register(metrics.deliveries_waiting)

@@ -40,16 +40,30 @@ class WhatsAppIdentity(models.Model):
 
 
 class WebhookDelivery(models.Model):
-    """A verified webhook POST from Meta, kept exactly as received."""
+    """A verified webhook POST from Meta, kept exactly as received.
+
+    The request stores only this row and queues its fan-out; the worker then stores the
+    messages and applies the statuses it carries (`whatsapp.services.delivery_fan_out`)
+    and sets `processed_at`. A delivery still without it is work left to do, which
+    recovery queues again if its task was lost."""
 
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
     object = models.CharField(max_length=64, blank=True)
     raw_body = models.TextField()
     message_count = models.PositiveIntegerField(default=0)
     status_count = models.PositiveIntegerField(default=0)
+    processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "webhook deliveries"
+        indexes = [
+            # Recovery's lookup of deliveries not fanned out yet: a handful at most.
+            models.Index(
+                fields=["received_at"],
+                condition=models.Q(processed_at__isnull=True),
+                name="whatsapp_delivery_pending",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"webhook {self.pk} ({self.object or 'unknown'})"

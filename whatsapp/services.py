@@ -1,5 +1,6 @@
 import hashlib
 import hmac
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from whatsapp.payload import (
     PreferenceUpdate,
     StatusUpdate,
     parse_webhook,
+    storable,
 )
 
 logger = logging.getLogger(__name__)
@@ -153,33 +155,87 @@ class WebhookResult:
     statuses_applied: int
 
 
-def webhook_receive(*, raw_body: bytes, payload: dict[str, Any]) -> WebhookResult:
-    """Store a verified webhook: the raw body, every new message (once per WhatsApp
-    message id) and every status update, in one transaction; queue the answers after
-    commit.
+def webhook_accept(*, raw_body: bytes, payload: dict[str, Any]) -> WebhookDelivery:
+    """Keep a verified webhook exactly as received: one INSERT, committed on its own
+    (the request runs in autocommit), so that Meta's 200 waits for nothing else. Its
+    messages and statuses are stored by `delivery_fan_out`, in the worker."""
+    kind = payload.get("object")
+    return WebhookDelivery.objects.create(
+        object=storable(kind)[:64] if isinstance(kind, str) else "",
+        raw_body=raw_body.decode("utf-8", errors="replace"),
+    )
+
+
+# How many kept deliveries one fan-out reads at a time.
+FAN_OUT_BATCH = 100
+
+
+def delivery_fan_out(delivery_id: int) -> list[WebhookResult]:
+    """Store what a kept delivery carries, after every delivery kept before it that is
+    still waiting, oldest first: so a message acknowledged before another was sent is
+    stored (and so answered) before it, as when the request stored it. Each delivery's
+    new messages (once per WhatsApp message id), status updates and preference changes
+    are one transaction that also marks it processed; its answers are queued after
+    commit. Returns what each delivery fanned out here stored; none if another worker
+    got to them first (a repeated task, or recovery racing the first one).
 
     Nearly every message arrives once, so the first attempt is plain inserts, with no
     lookup of ids stored already and no savepoints. A redelivered message makes one of
     them fail (the unique WhatsApp id); then the whole transaction is rolled back and
     done again the careful way, which finds every stored id in one query and isolates
     each message, so a concurrent delivery of the same message is refused alone."""
-    parsed = parse_webhook(payload, received_at=timezone.now())
+    results: list[WebhookResult] = []
+    while True:
+        waiting = list(
+            WebhookDelivery.objects.filter(pk__lte=delivery_id, processed_at__isnull=True)
+            .order_by("pk")
+            .only("pk", "raw_body", "received_at")[:FAN_OUT_BATCH]
+        )
+        for delivery in waiting:
+            parsed = parse_webhook(_payload(delivery.raw_body), received_at=delivery.received_at)
+            try:
+                result = _webhook_store(delivery, parsed, careful=False)
+            except IntegrityError:
+                result = _webhook_store(delivery, parsed, careful=True)
+            if result is not None:
+                results.append(result)
+        if len(waiting) < FAN_OUT_BATCH:
+            return results
+
+
+def _payload(raw_body: str) -> dict[str, Any]:
+    # The request refused anything but a JSON object; an erasure may have blanked the
+    # body since (then it carries nothing any more).
     try:
-        return _webhook_store(raw_body, parsed, careful=False)
-    except IntegrityError:
-        return _webhook_store(raw_body, parsed, careful=True)
+        payload = json.loads(raw_body)
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
 
 
-def _webhook_store(raw_body: bytes, parsed: ParsedWebhook, *, careful: bool) -> WebhookResult:
+def deliveries_pending(*, received_before: datetime | None = None) -> list[int]:
+    """Deliveries not fanned out yet, oldest first (received before a moment, if given)."""
+    pending = WebhookDelivery.objects.filter(processed_at__isnull=True)
+    if received_before is not None:
+        pending = pending.filter(received_at__lt=received_before)
+    return list(pending.order_by("received_at", "pk").values_list("pk", flat=True))
+
+
+def _webhook_store(
+    delivery: WebhookDelivery, parsed: ParsedWebhook, *, careful: bool
+) -> WebhookResult | None:
     stored = duplicates = 0
     users: set[str] = set()
     with transaction.atomic():
-        delivery = WebhookDelivery.objects.create(
-            object=parsed.object[:64],
-            raw_body=raw_body.decode("utf-8", errors="replace"),
+        # Claims the delivery: a second worker on it waits here for this transaction and
+        # then finds it processed.
+        claimed = WebhookDelivery.objects.filter(pk=delivery.pk, processed_at__isnull=True).update(
+            processed_at=timezone.now(),
             message_count=len(parsed.messages),
             status_count=len(parsed.statuses),
         )
+        if not claimed:
+            return None
         seen: set[str] = set()
         if careful:
             # Redeliveries: one query finds every message id already stored.

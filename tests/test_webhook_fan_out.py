@@ -1,0 +1,162 @@
+"""The webhook keeps the delivery and queues its fan-out; the worker stores what it
+carries. What that split must keep: nothing lost when the queue or the worker fails,
+nothing stored twice when the fan-out runs twice, and recovery of a lost fan-out."""
+
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+import pytest
+from django.db import OperationalError
+from django.utils import timezone
+
+from multichannel.models import UserMessage
+from multichannel.sandbox import whatsapp as wa
+from multichannel.tasks import recover_after_start, recover_unfinished
+from tests.support.outgoing import sent_texts
+from tests.support.threads import at_once
+from tests.support.webhooks import PostWebhook
+from whatsapp import services, tasks
+from whatsapp.models import InboundMessage, WebhookDelivery
+from whatsapp.services import delivery_fan_out
+
+pytestmark = pytest.mark.django_db
+
+
+def _age_deliveries(by: timedelta) -> None:
+    WebhookDelivery.objects.update(received_at=timezone.now() - by)
+
+
+def _unreachable(*args: object) -> None:
+    raise ConnectionError("queue unreachable")
+
+
+@pytest.fixture
+def queue_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tasks, "webhook_fan_out", _unreachable)
+
+
+def test_a_queue_outage_still_acknowledges_and_recovery_fans_out_and_answers(
+    post_webhook: PostWebhook,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(tasks, "webhook_fan_out", _unreachable)
+        response = post_webhook(wa.webhook_payload([wa.message_event(text="queue was down")]))
+    # Kept before the 200: Meta must not redeliver, and nothing is lost.
+    assert response.status_code == 200
+    assert "could not queue webhook" in caplog.text
+    assert WebhookDelivery.objects.get().processed_at is None
+    assert not InboundMessage.objects.exists()
+
+    # The periodic recovery leaves a young delivery to its task...
+    assert recover_unfinished.call_local() == 0
+    assert not InboundMessage.objects.exists()
+    # ...and queues it once it is past the grace.
+    _age_deliveries(tasks.RECOVERY_GRACE + timedelta(seconds=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert recover_unfinished.call_local() >= 1
+    assert WebhookDelivery.objects.get().processed_at is not None
+    assert sent_texts() == ["You said: queue was down"]
+    assert recover_unfinished.call_local() == 0
+
+
+def test_a_starting_consumer_fans_out_every_kept_delivery_at_once(
+    post_webhook: PostWebhook, queue_down: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    for text in ("first", "second"):
+        event = wa.message_event(text=text, message_id=f"wamid.{text}")
+        assert post_webhook(wa.webhook_payload([event])).status_code == 200
+    assert WebhookDelivery.objects.filter(processed_at=None).count() == 2
+    tasks_queued: list[int] = []
+    original = services.delivery_fan_out
+
+    def spy(delivery_id: int) -> Any:
+        tasks_queued.append(delivery_id)
+        return original(delivery_id)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tasks, "webhook_fan_out", spy)
+        with django_capture_on_commit_callbacks(execute=True):
+            recover_after_start.call_local()
+    # One task, for the newest: it fans out the older one first.
+    assert tasks_queued == [WebhookDelivery.objects.latest("pk").pk]
+    assert not WebhookDelivery.objects.filter(processed_at=None).exists()
+    assert sorted(UserMessage.objects.values_list("text", flat=True)) == ["first", "second"]
+
+
+def test_a_fan_out_that_fails_stores_nothing_and_a_later_one_stores_it_all(
+    post_webhook: PostWebhook, queue_down: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = [wa.message_event(wa_id=f"1555000000{n}", text=f"m{n}") for n in range(3)]
+    assert post_webhook(wa.webhook_payload(events)).status_code == 200
+    delivery = WebhookDelivery.objects.get()
+    calls = 0
+    original = services._inbound_message_insert
+
+    def fails_on_the_third(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OperationalError("database is locked")
+        return original(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(services, "_inbound_message_insert", fails_on_the_third)
+        with pytest.raises(OperationalError):
+            delivery_fan_out(delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.processed_at is None
+    assert not UserMessage.objects.exists()
+
+    (result,) = delivery_fan_out(delivery.pk)
+    assert (result.stored, result.duplicates) == (3, 0)
+    delivery.refresh_from_db()
+    assert (delivery.message_count, delivery.processed_at is not None) == (3, True)
+
+
+def test_a_delivery_blanked_by_an_erasure_before_its_fan_out_carries_nothing(
+    post_webhook: PostWebhook, queue_down: None
+) -> None:
+    assert post_webhook(wa.webhook_payload([wa.message_event()])).status_code == 200
+    WebhookDelivery.objects.update(raw_body="")
+    (result,) = delivery_fan_out(WebhookDelivery.objects.get().pk)
+    assert (result.stored, result.statuses_applied) == (0, 0)
+    assert WebhookDelivery.objects.get().processed_at is not None
+    assert not UserMessage.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_delivery_fanned_out_by_three_workers_at_once_is_stored_once(
+    post_webhook: PostWebhook, queue_down: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    events = [wa.message_event(wa_id=f"1555000000{n}", text=f"m{n}") for n in range(4)]
+    assert post_webhook(wa.webhook_payload(events)).status_code == 200
+    delivery_id = WebhookDelivery.objects.get().pk
+    with django_capture_on_commit_callbacks(execute=False):
+        results = at_once(*[partial(delivery_fan_out, delivery_id)] * 3)
+    assert [type(result) for result in results if isinstance(result, BaseException)] == []
+    stored = [result for fanned_out in results for result in fanned_out]
+    assert len(stored) == 1
+    assert stored[0].stored == 4
+    assert InboundMessage.objects.count() == 4
+
+
+def test_a_delivery_fanned_out_first_stores_those_kept_before_it_first(
+    post_webhook: PostWebhook, queue_down: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    # One user's two messages, each acknowledged before the next was sent; the second's
+    # task runs first (another worker thread took it sooner).
+    now = int(timezone.now().timestamp())
+    for n in (1, 2):
+        event = wa.message_event(text=f"m{n}", message_id=f"wamid.m{n}", timestamp=now)
+        assert post_webhook(wa.webhook_payload([event])).status_code == 200
+    first, second = WebhookDelivery.objects.order_by("pk")
+    with django_capture_on_commit_callbacks(execute=True):
+        results = delivery_fan_out(second.pk)
+    assert [result.delivery_id for result in results] == [first.pk, second.pk]
+    assert list(UserMessage.objects.order_by("pk").values_list("text", flat=True)) == ["m1", "m2"]
+    assert sent_texts() == ["You said: m1", "You said: m2"]
+    assert delivery_fan_out(first.pk) == []

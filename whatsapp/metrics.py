@@ -1,0 +1,28 @@
+"""WhatsApp's gauges on `/metrics`: webhook deliveries kept but not yet fanned out into
+messages by the worker (a backlog here means the consumer is behind or down)."""
+
+from collections.abc import Iterator
+
+from django.db.models import Count, Min
+from django.utils import timezone
+from prometheus_client.core import GaugeMetricFamily
+
+from multichannel.metrics import gauge
+from whatsapp.models import WebhookDelivery
+
+
+def deliveries_waiting() -> Iterator[GaugeMetricFamily]:
+    waiting = WebhookDelivery.objects.filter(processed_at__isnull=True).aggregate(
+        count=Count("pk"), oldest=Min("received_at")
+    )
+    yield gauge(
+        "multichannel_webhook_deliveries_waiting",
+        "Webhook deliveries kept but not yet fanned out into messages",
+        waiting["count"],
+    )
+    oldest = waiting["oldest"]
+    yield gauge(
+        "multichannel_oldest_waiting_delivery_age_seconds",
+        "How long the oldest delivery not yet fanned out has waited (0 when none)",
+        (timezone.now() - oldest).total_seconds() if oldest else 0.0,
+    )
