@@ -160,3 +160,54 @@ def test_a_delivery_fanned_out_first_stores_those_kept_before_it_first(
     assert list(UserMessage.objects.order_by("pk").values_list("text", flat=True)) == ["m1", "m2"]
     assert sent_texts() == ["You said: m1", "You said: m2"]
     assert delivery_fan_out(first.pk) == []
+
+
+def test_a_delivery_that_cannot_be_fanned_out_is_set_aside_and_holds_up_nothing(
+    post_webhook: PostWebhook,
+    queue_down: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from multichannel.metrics import REGISTRY
+
+    for text in ("poison", "fine"):
+        event = wa.message_event(wa_id="15550000001", text=text, message_id=f"wamid.{text}")
+        assert post_webhook(wa.webhook_payload([event])).status_code == 200
+    poison, fine = WebhookDelivery.objects.order_by("pk")
+    original = services._inbound_message_insert
+
+    def fails_on_poison(delivery: Any, message: Any, **kwargs: Any) -> Any:
+        if message.text == "poison":
+            raise ValueError("no column takes this")
+        return original(delivery, message, **kwargs)
+
+    before = REGISTRY.get_sample_value("multichannel_webhook_deliveries_set_aside_total") or 0
+    monkeypatch.setattr(services, "_inbound_message_insert", fails_on_poison)
+    (result,) = delivery_fan_out(fine.pk)
+    assert (result.delivery_id, result.stored) == (fine.pk, 1)
+    assert list(UserMessage.objects.values_list("text", flat=True)) == ["fine"]
+    poison.refresh_from_db()
+    assert poison.processed_at is not None
+    assert poison.fan_out_error == "ValueError: no column takes this"
+    assert f"webhook {poison.pk} could not be fanned out; set aside" in caplog.text
+    after = REGISTRY.get_sample_value("multichannel_webhook_deliveries_set_aside_total")
+    assert after == before + 1
+    # Not waiting any more: recovery leaves it to the operator.
+    _age_deliveries(tasks.RECOVERY_GRACE + timedelta(seconds=1))
+    assert tasks.deliveries_recover(starting=True) == 0
+
+
+def test_the_database_away_in_a_fan_out_leaves_every_delivery_waiting(
+    post_webhook: PostWebhook, queue_down: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for text in ("first", "second"):
+        event = wa.message_event(text=text, message_id=f"wamid.{text}")
+        assert post_webhook(wa.webhook_payload([event])).status_code == 200
+
+    def database_away(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("could not connect to server")
+
+    monkeypatch.setattr(services, "_inbound_message_insert", database_away)
+    with pytest.raises(OperationalError):
+        delivery_fan_out(WebhookDelivery.objects.latest("pk").pk)
+    assert WebhookDelivery.objects.filter(processed_at=None, fan_out_error="").count() == 2

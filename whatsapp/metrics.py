@@ -1,14 +1,21 @@
-"""WhatsApp's gauges on `/metrics`: webhook deliveries kept but not yet fanned out into
-messages by the worker (a backlog here means the consumer is behind or down)."""
+"""WhatsApp's metrics on `/metrics`: webhook deliveries kept but not yet fanned out into
+messages by the worker (a backlog here means the consumer is behind or down), and
+deliveries set aside because they could not be fanned out."""
 
 from collections.abc import Iterator
 
 from django.db.models import Count, Min
 from django.utils import timezone
+from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 
 from multichannel.metrics import gauge
 from whatsapp.models import WebhookDelivery
+
+DELIVERIES_SET_ASIDE = Counter(
+    "multichannel_webhook_deliveries_set_aside_total",
+    "Webhook deliveries that could not be fanned out (kept, with the error, in the admin)",
+)
 
 
 def deliveries_waiting() -> Iterator[GaugeMetricFamily]:

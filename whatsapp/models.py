@@ -53,6 +53,9 @@ class WebhookDelivery(models.Model):
     message_count = models.PositiveIntegerField(default=0)
     status_count = models.PositiveIntegerField(default=0)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # Set when the fan-out failed for a reason of this delivery's own (not the database
+    # being away): it is set aside, processed, so that it holds up no later delivery.
+    fan_out_error = models.TextField(blank=True)
 
     class Meta:
         verbose_name_plural = "webhook deliveries"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -15,7 +15,9 @@ from audit.models import AuditAction
 from audit.services import audit_event_record
 from multichannel.channels import command_kind
 from multichannel.models import Channel, EndUser, Media, UserMessage
+from multichannel.redaction import exception_text
 from multichannel.tasks import process_end_user_on_commit
+from whatsapp.metrics import DELIVERIES_SET_ASIDE
 from whatsapp.models import InboundMessage, OutboundMessage, WebhookDelivery, WhatsAppIdentity
 from whatsapp.payload import (
     IncomingMessage,
@@ -192,15 +194,37 @@ def delivery_fan_out(delivery_id: int) -> list[WebhookResult]:
             .only("pk", "raw_body", "received_at")[:FAN_OUT_BATCH]
         )
         for delivery in waiting:
-            parsed = parse_webhook(_payload(delivery.raw_body), received_at=delivery.received_at)
             try:
-                result = _webhook_store(delivery, parsed, careful=False)
-            except IntegrityError:
-                result = _webhook_store(delivery, parsed, careful=True)
+                result = _delivery_store(delivery)
+            except (OperationalError, InterfaceError):
+                raise  # the database is away or locked: the task is retried, all wait
+            except Exception as exc:
+                # Anything else is this delivery's own (a value no column takes, a bug):
+                # it must not hold up every delivery after it.
+                _delivery_set_aside(delivery, exc)
+                continue
             if result is not None:
                 results.append(result)
         if len(waiting) < FAN_OUT_BATCH:
             return results
+
+
+def _delivery_store(delivery: WebhookDelivery) -> WebhookResult | None:
+    parsed = parse_webhook(_payload(delivery.raw_body), received_at=delivery.received_at)
+    try:
+        return _webhook_store(delivery, parsed, careful=False)
+    except IntegrityError:
+        return _webhook_store(delivery, parsed, careful=True)
+
+
+def _delivery_set_aside(delivery: WebhookDelivery, exc: Exception) -> None:
+    """Mark a delivery that cannot be fanned out as done, with the error, for the
+    operator (the admin lists it; the body is kept as received)."""
+    logger.exception("webhook %s could not be fanned out; set aside", delivery.pk)
+    DELIVERIES_SET_ASIDE.inc()
+    WebhookDelivery.objects.filter(pk=delivery.pk, processed_at__isnull=True).update(
+        processed_at=timezone.now(), fan_out_error=exception_text(exc)[:2000]
+    )
 
 
 def _payload(raw_body: str) -> dict[str, Any]:
@@ -218,7 +242,7 @@ def deliveries_pending(*, received_before: datetime | None = None) -> list[int]:
     pending = WebhookDelivery.objects.filter(processed_at__isnull=True)
     if received_before is not None:
         pending = pending.filter(received_at__lt=received_before)
-    return list(pending.order_by("received_at", "pk").values_list("pk", flat=True))
+    return list(pending.order_by("pk").values_list("pk", flat=True))
 
 
 def _webhook_store(

@@ -22,6 +22,11 @@ class Migration(migrations.Migration):
             name='processed_at',
             field=models.DateTimeField(blank=True, null=True),
         ),
+        migrations.AddField(
+            model_name='webhookdelivery',
+            name='fan_out_error',
+            field=models.TextField(blank=True),
+        ),
         migrations.RunPython(deliveries_before_fan_out_were_processed, migrations.RunPython.noop),
         migrations.AddIndex(
             model_name='webhookdelivery',
