@@ -294,7 +294,7 @@ if REDIS_URL:
 else:
     HUEY.update(
         {
-            "huey_class": "huey.SqliteHuey",
+            "huey_class": "multichannel.queue_storage.SqliteQueue",
             "filename": env.str("HUEY_SQLITE_PATH", default=str(BASE_DIR / "huey.sqlite3")),
         }
     )

@@ -96,3 +96,26 @@ def test_a_real_consumer_answers_queued_messages_in_order(
         assert sent_texts(sender) == [f"You said: {sender} {i}" for i in range(3)]
     consumer.send_signal(signal.SIGINT)
     assert consumer.wait(timeout=20) == 0
+
+
+def test_the_embedded_queue_syncs_like_the_embedded_database(tmp_path: Path) -> None:
+    """Write-ahead log, synchronous=NORMAL (1): an enqueue does not wait for the disk,
+    and a crash of the process loses nothing committed."""
+    from multichannel.queue_storage import SqliteQueue
+
+    queue = SqliteQueue("check", filename=str(tmp_path / "queue.sqlite3"))
+    connection = queue.storage.conn
+    assert connection.execute("pragma journal_mode").fetchone()[0] == "wal"
+    assert connection.execute("pragma synchronous").fetchone()[0] == 1
+    queue.storage.enqueue(b"task")
+    assert queue.storage.queue_size() == 1
+
+
+def test_without_redis_the_queue_is_the_embedded_one() -> None:
+    from django.conf import settings
+
+    if os.environ.get("REDIS_URL"):
+        assert settings.HUEY["huey_class"] == "huey.RedisHuey"
+    else:
+        assert settings.HUEY["huey_class"] == "multichannel.queue_storage.SqliteQueue"
+        assert type(HUEY).__name__ == "SqliteQueue"
