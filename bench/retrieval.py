@@ -203,8 +203,9 @@ def main() -> int:
             cleanup,
             prefix="mc_bench_retrieval",
             app_env={
-                # The default read throttle would answer 429 long before the end.
+                # The default read throttles would answer 429 long before the end.
                 "API_THROTTLE_READ": THROTTLE,
+                "API_RETRIEVALS_PER_DAY": "1000000",
                 "LOG_LEVEL": "INFO",
                 "HUEY_WORKERS": "1",
                 **benchkit.gunicorn_size(args.workers, args.threads),
