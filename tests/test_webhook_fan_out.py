@@ -130,13 +130,26 @@ def test_a_delivery_blanked_by_an_erasure_before_its_fan_out_carries_nothing(
 
 @pytest.mark.django_db(transaction=True)
 def test_one_delivery_fanned_out_by_three_workers_at_once_is_stored_once(
-    post_webhook: PostWebhook, queue_down: None, django_capture_on_commit_callbacks: Any
+    post_webhook: PostWebhook,
+    queue_down: None,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     events = [wa.message_event(wa_id=f"1555000000{n}", text=f"m{n}") for n in range(4)]
     assert post_webhook(wa.webhook_payload(events)).status_code == 200
     delivery_id = WebhookDelivery.objects.get().pk
+    parsed: list[object] = []
+    original = services.parse_webhook
+
+    def parse_counted(*args: Any, **kwargs: Any) -> Any:
+        parsed.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(services, "parse_webhook", parse_counted)
     with django_capture_on_commit_callbacks(execute=False):
         results = at_once(*[partial(delivery_fan_out, delivery_id)] * 3)
+    # Claimed before it is parsed: the workers that lost the race parsed nothing.
+    assert len(parsed) == 1
     assert [type(result) for result in results if isinstance(result, BaseException)] == []
     stored = [result for fanned_out in results for result in fanned_out]
     assert len(stored) == 1

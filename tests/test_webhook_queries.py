@@ -24,19 +24,23 @@ pytestmark = pytest.mark.django_db
 
 # The request: the delivery row, one INSERT in autocommit. No transaction, no lookup.
 REQUEST = 1
-# The fan-out: the delivery read (1), the transaction (2) and the claim that marks the
-# delivery processed (1).
-PER_DELIVERY = 4
+# The fan-out: the ids of the deliveries waiting (1); per delivery its transaction (2)
+# with the delivery read and locked (1), and marked processed at the end (1).
+WAITING_READ = 1
+ATTEMPT = 3
+MARK = 1
+PER_DELIVERY = WAITING_READ + ATTEMPT + MARK
 # The sender's identity (1), the UserMessage and the InboundMessage (2): plain inserts,
 # no lookup of stored ids first and no savepoint.
 PER_MESSAGE_FROM_A_KNOWN_SENDER = 3
 # ...plus the EndUser and the identity (2).
 PER_MESSAGE_FROM_A_NEW_SENDER = PER_MESSAGE_FROM_A_KNOWN_SENDER + 2
 # A redelivery, however many messages it carries: the first attempt fails at its first
-# message's insert and is rolled back (at most a message's statements and the rollback),
-# then the careful attempt claims the delivery again, finds every stored id in one
-# lookup (1) and stores nothing.
-REDELIVERY = PER_DELIVERY + PER_MESSAGE_FROM_A_KNOWN_SENDER + 1 + (PER_DELIVERY - 1) + 1
+# message's insert (at most a message's statements) and is rolled back (a ROLLBACK TO
+# SAVEPOINT before the RELEASE), then the careful attempt reads the delivery again,
+# finds every stored id in one lookup (1) and stores nothing.
+FAILED_ATTEMPT = ATTEMPT + PER_MESSAGE_FROM_A_KNOWN_SENDER + 1
+REDELIVERY = WAITING_READ + FAILED_ATTEMPT + ATTEMPT + 1 + MARK
 # The outbound messages read and locked in one query (1) and written back in one (1).
 STATUS_WEBHOOK = PER_DELIVERY + 2
 # Statuses for one message (most webhooks): one conditional update instead.

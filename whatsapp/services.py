@@ -21,7 +21,6 @@ from whatsapp.metrics import DELIVERIES_SET_ASIDE
 from whatsapp.models import InboundMessage, OutboundMessage, WebhookDelivery, WhatsAppIdentity
 from whatsapp.payload import (
     IncomingMessage,
-    ParsedWebhook,
     PreferenceUpdate,
     StatusUpdate,
     parse_webhook,
@@ -191,17 +190,17 @@ def delivery_fan_out(delivery_id: int) -> list[WebhookResult]:
         waiting = list(
             WebhookDelivery.objects.filter(pk__lte=delivery_id, processed_at__isnull=True)
             .order_by("pk")
-            .only("pk", "raw_body", "received_at")[:FAN_OUT_BATCH]
+            .values_list("pk", flat=True)[:FAN_OUT_BATCH]
         )
-        for delivery in waiting:
+        for pk in waiting:
             try:
-                result = _delivery_store(delivery)
+                result = _delivery_store(pk)
             except (OperationalError, InterfaceError):
                 raise  # the database is away or locked: the task is retried, all wait
             except Exception as exc:
                 # Anything else is this delivery's own (a value no column takes, a bug):
                 # it must not hold up every delivery after it.
-                _delivery_set_aside(delivery, exc)
+                _delivery_set_aside(pk, exc)
                 continue
             if result is not None:
                 results.append(result)
@@ -209,20 +208,19 @@ def delivery_fan_out(delivery_id: int) -> list[WebhookResult]:
             return results
 
 
-def _delivery_store(delivery: WebhookDelivery) -> WebhookResult | None:
-    parsed = parse_webhook(_payload(delivery.raw_body), received_at=delivery.received_at)
+def _delivery_store(pk: int) -> WebhookResult | None:
     try:
-        return _webhook_store(delivery, parsed, careful=False)
+        return _webhook_store(pk, careful=False)
     except IntegrityError:
-        return _webhook_store(delivery, parsed, careful=True)
+        return _webhook_store(pk, careful=True)
 
 
-def _delivery_set_aside(delivery: WebhookDelivery, exc: Exception) -> None:
+def _delivery_set_aside(pk: int, exc: Exception) -> None:
     """Mark a delivery that cannot be fanned out as done, with the error, for the
     operator (the admin lists it; the body is kept as received)."""
-    logger.exception("webhook %s could not be fanned out; set aside", delivery.pk)
+    logger.exception("webhook %s could not be fanned out; set aside", pk)
     DELIVERIES_SET_ASIDE.inc()
-    WebhookDelivery.objects.filter(pk=delivery.pk, processed_at__isnull=True).update(
+    WebhookDelivery.objects.filter(pk=pk, processed_at__isnull=True).update(
         processed_at=timezone.now(), fan_out_error=exception_text(exc)[:2000]
     )
 
@@ -245,21 +243,22 @@ def deliveries_pending(*, received_before: datetime | None = None) -> list[int]:
     return list(pending.order_by("pk").values_list("pk", flat=True))
 
 
-def _webhook_store(
-    delivery: WebhookDelivery, parsed: ParsedWebhook, *, careful: bool
-) -> WebhookResult | None:
+def _webhook_store(pk: int, *, careful: bool) -> WebhookResult | None:
     stored = duplicates = 0
     users: set[str] = set()
     with transaction.atomic():
-        # Claims the delivery: a second worker on it waits here for this transaction and
-        # then finds it processed.
-        claimed = WebhookDelivery.objects.filter(pk=delivery.pk, processed_at__isnull=True).update(
-            processed_at=timezone.now(),
-            message_count=len(parsed.messages),
-            status_count=len(parsed.statuses),
+        # Claims the delivery before anything is parsed: a second worker on it waits
+        # here for this transaction and then finds it processed (SQLite has no row
+        # locks; its writing transactions queue for the one write lock instead).
+        delivery = (
+            WebhookDelivery.objects.select_for_update()
+            .filter(pk=pk, processed_at__isnull=True)
+            .only("pk", "raw_body", "received_at")
+            .first()
         )
-        if not claimed:
+        if delivery is None:
             return None
+        parsed = parse_webhook(_payload(delivery.raw_body), received_at=delivery.received_at)
         seen: set[str] = set()
         if careful:
             # Redeliveries: one query finds every message id already stored.
@@ -279,9 +278,14 @@ def _webhook_store(
         applied = statuses_apply(parsed.statuses)
         if parsed.preferences:
             preferences_apply(parsed.preferences)
+        WebhookDelivery.objects.filter(pk=pk).update(
+            processed_at=timezone.now(),
+            message_count=len(parsed.messages),
+            status_count=len(parsed.statuses),
+        )
     for end_user_id in sorted(users):
         process_end_user_on_commit(end_user_id)
-    return WebhookResult(delivery.pk, stored, duplicates, applied)
+    return WebhookResult(pk, stored, duplicates, applied)
 
 
 # Bounds the parameters of one `IN (...)` query (SQLite allows 32766 at most).
