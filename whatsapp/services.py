@@ -14,6 +14,7 @@ from django.utils import timezone
 from audit.models import AuditAction
 from audit.services import audit_event_record
 from multichannel.channels import command_kind
+from multichannel.durability import written_promptly
 from multichannel.models import Channel, EndUser, Media, UserMessage
 from multichannel.redaction import exception_text
 from multichannel.tasks import process_end_user_on_commit
@@ -161,10 +162,13 @@ def webhook_accept(*, raw_body: bytes, payload: dict[str, Any]) -> WebhookDelive
     (the request runs in autocommit), so that Meta's 200 waits for nothing else. Its
     messages and statuses are stored by `delivery_fan_out`, in the worker."""
     kind = payload.get("object")
-    return WebhookDelivery.objects.create(
+    delivery = WebhookDelivery(
         object=storable(kind)[:64] if isinstance(kind, str) else "",
         raw_body=raw_body.decode("utf-8", errors="replace"),
     )
+    # On SQLite, not queued behind the worker's writes with ever longer sleeps.
+    written_promptly(delivery.save)
+    return delivery
 
 
 # How many kept deliveries one fan-out reads at a time.
