@@ -2,6 +2,7 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -189,6 +190,20 @@ def delivery_fan_out(delivery_id: int) -> list[WebhookResult]:
     them fail (the unique WhatsApp id); then the whole transaction is rolled back and
     done again the careful way, which finds every stored id in one query and isolates
     each message, so a concurrent delivery of the same message is refused alone."""
+    with _fan_out_lock:
+        return _fan_out_upto(delivery_id)
+
+
+# One fan-out at a time in a process. Each fans out every older delivery still waiting
+# first, so a consumer's threads fanning out at once would queue on each other's row
+# locks, one transaction per delivery per thread (a PostgreSQL pipeline run, 64
+# threads: 49 ms of consumer CPU a message against 24). In turn, a thread finds its
+# delivery done with one query. Consumers in other processes stay correct by the row
+# locks alone.
+_fan_out_lock = threading.Lock()
+
+
+def _fan_out_upto(delivery_id: int) -> list[WebhookResult]:
     results: list[WebhookResult] = []
     while True:
         waiting = list(
