@@ -60,7 +60,7 @@ def test_a_prompt_write_waits_for_the_lock_by_trying_often(
         slept.append(seconds)
         real_sleep(seconds)
 
-    monkeypatch.setattr(durability.time, "sleep", sleep)
+    monkeypatch.setattr(time, "sleep", sleep)
     with write_lock_held(0.3):
         delivery = keep()
     assert WebhookDelivery.objects.get().pk == delivery.pk

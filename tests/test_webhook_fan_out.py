@@ -2,6 +2,7 @@
 carries. What that split must keep: nothing lost when the queue or the worker fails,
 nothing stored twice when the fan-out runs twice, and recovery of a lost fan-out."""
 
+import time
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -18,6 +19,7 @@ from tests.support.threads import at_once
 from tests.support.webhooks import PostWebhook
 from whatsapp import services, tasks
 from whatsapp.models import InboundMessage, WebhookDelivery
+from whatsapp.payload import parse_webhook
 from whatsapp.services import delivery_fan_out
 
 pytestmark = pytest.mark.django_db
@@ -139,13 +141,13 @@ def test_one_delivery_fanned_out_by_three_workers_at_once_is_stored_once(
     assert post_webhook(wa.webhook_payload(events)).status_code == 200
     delivery_id = WebhookDelivery.objects.get().pk
     parsed: list[object] = []
-    original = services.parse_webhook
+    original = parse_webhook
 
     def parse_counted(*args: Any, **kwargs: Any) -> Any:
         parsed.append(args)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(services, "parse_webhook", parse_counted)
+    monkeypatch.setattr("whatsapp.services.parse_webhook", parse_counted)
     with django_capture_on_commit_callbacks(execute=False):
         results = at_once(*[partial(delivery_fan_out, delivery_id)] * 3)
     # Claimed before it is parsed: the workers that lost the race parsed nothing.
@@ -181,7 +183,7 @@ def test_a_delivery_that_cannot_be_fanned_out_is_set_aside_and_holds_up_nothing(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from multichannel.metrics import REGISTRY
+    from prometheus_client import REGISTRY
 
     for text in ("poison", "fine"):
         event = wa.message_event(wa_id="15550000001", text=text, message_id=f"wamid.{text}")
@@ -224,3 +226,55 @@ def test_the_database_away_in_a_fan_out_leaves_every_delivery_waiting(
     with pytest.raises(OperationalError):
         delivery_fan_out(WebhookDelivery.objects.latest("pk").pk)
     assert WebhookDelivery.objects.filter(processed_at=None, fan_out_error="").count() == 2
+
+
+def test_the_admin_lists_the_deliveries_set_aside(
+    post_webhook: PostWebhook, queue_down: None
+) -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    for text in ("kept", "failed"):
+        assert post_webhook(wa.webhook_payload([wa.message_event(text=text)])).status_code == 200
+    _kept, failed = WebhookDelivery.objects.order_by("pk")
+    WebhookDelivery.objects.filter(pk=failed.pk).update(
+        processed_at=timezone.now(), fan_out_error="ValueError: no column takes this"
+    )
+    browser = Client()
+    browser.force_login(User.objects.create_superuser("root", "r@example.test", "x-Long-pw-123"))
+    page = browser.get("/admin/whatsapp/webhookdelivery/", {"fan_out": "set_aside"})
+    assert page.status_code == 200
+    shown = [row.pk for row in page.context["cl"].result_list]
+    assert shown == [failed.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fan_outs_in_one_process_run_one_at_a_time(
+    post_webhook: PostWebhook,
+    queue_down: None,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    for n in range(3):
+        event = wa.message_event(wa_id=f"1555000000{n}", text=f"m{n}")
+        assert post_webhook(wa.webhook_payload([event])).status_code == 200
+    inside: list[int] = []
+    overlapped: list[int] = []
+    original = services._delivery_store
+
+    def store_slowly(pk: int) -> Any:
+        if inside:
+            overlapped.append(pk)
+        inside.append(pk)
+        time.sleep(0.05)
+        try:
+            return original(pk)
+        finally:
+            inside.remove(pk)
+
+    monkeypatch.setattr(services, "_delivery_store", store_slowly)
+    deliveries = list(WebhookDelivery.objects.order_by("pk").values_list("pk", flat=True))
+    with django_capture_on_commit_callbacks(execute=False):
+        results = at_once(*[partial(delivery_fan_out, pk) for pk in reversed(deliveries)])
+    assert overlapped == []
+    assert sorted(result.delivery_id for fanned in results for result in fanned) == deliveries
