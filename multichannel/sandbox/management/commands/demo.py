@@ -137,7 +137,13 @@ class Command(StrictCommand):
         wamid = event["message"]["id"]
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            message = UserMessage.objects.select_related("turn").get(external_id=wamid)
+            message = UserMessage.objects.select_related("turn").filter(external_id=wamid).first()
+            if message is None:
+                # The webhook kept the delivery and queued its fan-out: run queued work
+                # here (a running worker may take it first; then we wait for it).
+                if not run_one_queued_task():
+                    time.sleep(0.1)
+                continue
             if message.state == UserMessage.State.DELIVERED:
                 return message
             if message.state == UserMessage.State.FAILED:
@@ -147,3 +153,14 @@ class Command(StrictCommand):
             if user_messages_process(end_user_id=message.end_user_id).outcome == "busy":
                 time.sleep(0.2)
         raise CommandError(f"no answer within {self.timeout:.0f}s")
+
+
+def run_one_queued_task() -> bool:
+    """Run the next queued task in this process, as a worker would; False if none."""
+    from huey.contrib.djhuey import HUEY
+
+    task = HUEY.dequeue()
+    if task is None:
+        return False
+    HUEY.execute(task)
+    return True
