@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 
 from audit.models import AuditAction
 from audit.services import audit_event_record
+from multichannel.durability import stored_despite_outage
 from multichannel.limits import window_count
 from multichannel.mka1 import (
     Channel,
@@ -45,7 +46,8 @@ def conversation_ensure(*, end_user: EndUser, channel: Channel) -> Conversation:
     created = mka1.create_conversation(end_user.id)
     if not created.id:
         raise Mka1PermanentError("MKA1 created a conversation without an id")
-    try:
+
+    def store() -> Conversation:
         with transaction.atomic():
             conversation = Conversation.objects.create(
                 end_user=end_user, mka1_conversation_id=created.id
@@ -58,6 +60,14 @@ def conversation_ensure(*, end_user: EndUser, channel: Channel) -> Conversation:
                 full_response=created,
                 api_key_fingerprint=mka1.key_fingerprint,
             )
+        return conversation
+
+    try:
+        # MKA1 has created it: a database locked or away for a moment is waited for,
+        # or a retry would create a second one, orphaned at MKA1.
+        return stored_despite_outage(
+            store, what=f"the conversation of {end_user.id}", wait=mka1.wait
+        )
     except IntegrityError:
         # Another worker created it first; theirs is the one in use from now on. Any
         # other integrity error is not a race and must not be taken for one.
@@ -66,7 +76,6 @@ def conversation_ensure(*, end_user: EndUser, channel: Channel) -> Conversation:
             raise
         logger.warning("conversation for %s created twice; keeping the first", end_user.id)
         return existing
-    return conversation
 
 
 def mka1_failure_record(

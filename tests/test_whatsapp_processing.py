@@ -702,3 +702,29 @@ def test_no_mka1_call_while_the_ledger_cannot_record(receive) -> None:
     message = UserMessage.objects.get(text="second, from someone new")
     assert message.state == UserMessage.State.QUEUED
     assert "LedgerUnavailableError" in message.error
+
+
+def test_a_conversation_mka1_created_is_stored_through_a_locked_database_not_created_again(
+    receive, mka1_calls: Calls, monkeypatch, no_backoff_sleep: list[float]
+) -> None:
+    from django.db import OperationalError
+
+    from audit import services as audit_services
+    from multichannel import services
+
+    original = audit_services.audit_event_record
+    failures = iter([True, False])
+
+    def locked_once(**kwargs):
+        if kwargs.get("action") == "conversations.create" and next(failures):
+            raise OperationalError("database is locked")
+        return original(**kwargs)
+
+    monkeypatch.setattr(services, "audit_event_record", locked_once)
+    receive(wa.message_event(text="a first message, then locked"))
+    assert sent_texts() == ["You said: a first message, then locked"]
+    creates = [call for call in mka1_calls if call[:2] == ("POST", "/conversations")]
+    assert len(creates) == 1  # no second conversation, orphaned at MKA1
+    assert Conversation.objects.count() == 1
+    assert AuditEvent.objects.filter(action="conversations.create").count() == 1
+    assert no_backoff_sleep == [0.2]
