@@ -326,6 +326,12 @@ class AuditChainHeadQuerySet(models.QuerySet["AuditChainHead"]):
         if head is not None:
             return head
         if AuditEvent.objects.using(self.db).exists():
+            # A concurrent writer may have started the ledger (its head and first event,
+            # one transaction) between our two reads: every committed event implies a
+            # committed head, so a second look tells a race from a lost head.
+            head = self.select_for_update().filter(pk=1).first()
+            if head is not None:
+                return head
             raise LedgerUnavailableError(
                 "the audit chain head is missing while the ledger holds events; "
                 "run verify_audit and restore it before anything else is recorded"

@@ -173,6 +173,28 @@ def test_concurrent_writers_keep_one_linear_chain() -> None:
     assert verify().startswith("OK: 60 events")
 
 
+def test_a_ledger_started_by_another_writer_between_two_reads_is_not_taken_for_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first look at the head ran before a concurrent writer committed the ledger's
+    head and first event, the look at the events after: that is a race, not a lost head
+    (seen as a LedgerUnavailableError under four concurrent first writers)."""
+    from audit.models import AuditChainHeadQuerySet
+
+    audit_event_record(channel="whatsapp", action="responses.create", end_user_id="user_1")
+    real_first = AuditChainHeadQuerySet.first
+    looks = []
+
+    def first_look_too_early(self: AuditChainHeadQuerySet) -> AuditChainHead | None:
+        looks.append(self)
+        return None if len(looks) == 1 else real_first(self)
+
+    monkeypatch.setattr(AuditChainHeadQuerySet, "first", first_look_too_early)
+    audit_event_record(channel="whatsapp", action="responses.create", end_user_id="user_2")
+    assert len(looks) == 2
+    assert list(AuditEvent.objects.values_list("sequence", flat=True)) == [1, 2]
+
+
 # --- tampering in the database (triggers dropped first) ------------------------------------
 
 
