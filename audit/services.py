@@ -13,10 +13,11 @@ def audit_ready() -> None:
     """Raise LedgerUnavailableError when an event could not be recorded now. Called
     before anything that must be audited happens (an MKA1 call), so that nothing
     happens unaudited."""
-    # Events first: a committed event implies a committed head (they start in one
-    # transaction), so a ledger started concurrently between the two reads is not
-    # taken for one that lost its head.
-    if AuditEvent.objects.exists() and not AuditChainHead.objects.filter(pk=1).exists():
+    head = AuditChainHead.objects.filter(pk=1)
+    # The second look at the head: a committed event implies a committed head (they
+    # start in one transaction), so a ledger started concurrently between the first two
+    # reads is not taken for one that lost its head.
+    if not head.exists() and AuditEvent.objects.exists() and not head.exists():
         raise LedgerUnavailableError(
             "the audit chain head is missing while the ledger holds events; "
             "run verify_audit and restore it before anything else is recorded"
