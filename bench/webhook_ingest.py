@@ -259,20 +259,21 @@ def fan_out_pending() -> float:
     """Fan out, in this process, every delivery the stage kept (no consumer runs during
     the stage: the request only keeps the delivery and queues its fan-out). Returns
     the milliseconds per delivery, for the record; the checks then read what it stored."""
-    from whatsapp.services import deliveries_pending, delivery_fan_out
+    from whatsapp.selectors import deliveries_waiting
+    from whatsapp.services import delivery_fan_out
 
-    pending = deliveries_pending()
+    waiting = deliveries_waiting()
     # Statuses the stage sent out of order are refused as "not newer", one INFO line each.
     services_log = logging.getLogger("whatsapp.services")
     level = services_log.level
     services_log.setLevel(logging.WARNING)
     started = time.perf_counter()
     try:
-        if pending:
-            delivery_fan_out(pending[-1])  # and every older one, oldest first
+        if waiting.newest_id is not None:
+            delivery_fan_out(waiting.newest_id)  # and every older one, oldest first
     finally:
         services_log.setLevel(level)
-    return (time.perf_counter() - started) * 1000 / len(pending) if pending else 0.0
+    return (time.perf_counter() - started) * 1000 / waiting.count if waiting.count else 0.0
 
 
 def verify(stage: Stage, result: Result, acked: set[str]) -> None:

@@ -49,4 +49,4 @@ class WhatsappConfig(AppConfig):
                 recover=lambda starting: tasks.deliveries_recover(starting=starting),
             )
         )
-        state_gauges_register(metrics.deliveries_waiting)
+        state_gauges_register(metrics.waiting_gauges)

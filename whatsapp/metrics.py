@@ -4,13 +4,12 @@ deliveries set aside because they could not be fanned out."""
 
 from collections.abc import Iterator
 
-from django.db.models import Count, Min
 from django.utils import timezone
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 
 from multichannel.metrics import gauge
-from whatsapp.models import WebhookDelivery
+from whatsapp.selectors import deliveries_waiting
 
 DELIVERIES_SET_ASIDE = Counter(
     "multichannel_webhook_deliveries_set_aside_total",
@@ -18,16 +17,14 @@ DELIVERIES_SET_ASIDE = Counter(
 )
 
 
-def deliveries_waiting() -> Iterator[GaugeMetricFamily]:
-    waiting = WebhookDelivery.objects.filter(processed_at__isnull=True).aggregate(
-        count=Count("pk"), oldest=Min("received_at")
-    )
+def waiting_gauges() -> Iterator[GaugeMetricFamily]:
+    waiting = deliveries_waiting()
     yield gauge(
         "multichannel_webhook_deliveries_waiting",
         "Webhook deliveries kept but not yet fanned out into messages",
-        waiting["count"],
+        waiting.count,
     )
-    oldest = waiting["oldest"]
+    oldest = waiting.oldest_received_at
     yield gauge(
         "multichannel_oldest_waiting_delivery_age_seconds",
         "How long the oldest delivery not yet fanned out has waited (0 when none)",

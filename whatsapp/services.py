@@ -254,14 +254,6 @@ def _payload(raw_body: str) -> dict[str, Any]:
     return payload if isinstance(payload, dict) else {}
 
 
-def deliveries_pending(*, received_before: datetime | None = None) -> list[int]:
-    """Deliveries not fanned out yet, oldest first (received before a moment, if given)."""
-    pending = WebhookDelivery.objects.filter(processed_at__isnull=True)
-    if received_before is not None:
-        pending = pending.filter(received_at__lt=received_before)
-    return list(pending.order_by("pk").values_list("pk", flat=True))
-
-
 def _webhook_store(pk: int, *, careful: bool) -> WebhookResult | None:
     stored = duplicates = 0
     users: set[str] = set()

@@ -9,7 +9,8 @@ from datetime import timedelta
 from django.utils import timezone
 from huey.contrib.djhuey import db_task
 
-from whatsapp.services import deliveries_pending, delivery_fan_out
+from whatsapp.selectors import deliveries_waiting
+from whatsapp.services import delivery_fan_out
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def deliveries_recover(*, starting: bool) -> int:
     than RECOVERY_GRACE count (younger ones have their task in the queue); as a consumer
     starts, all of them. Returns how many were waiting."""
     received_before = None if starting else timezone.now() - RECOVERY_GRACE
-    pending = deliveries_pending(received_before=received_before)
-    if pending:
-        webhook_fan_out(pending[-1])
-    return len(pending)
+    waiting = deliveries_waiting(received_before=received_before)
+    if waiting.newest_id is not None:
+        webhook_fan_out(waiting.newest_id)
+    return waiting.count
