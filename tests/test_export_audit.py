@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
@@ -263,6 +264,80 @@ def test_the_fast_export_path_writes_what_values_line_writes(
     assert export() == expected
 
 
+def awkward_rows(n: int) -> dict[str, Any]:
+    """Events whose every string needs escaping somewhere, and bodies that are not what
+    the recorder would store (a raw newline, raw control characters, the COPY quote and
+    delimiter characters): whatever is in the table, both paths write the same bytes."""
+    strings = [
+        'Zoë "quoted" \\ tab\t',
+        "\x01\x02\x1f\x7f \u2028\u2029 🌤",
+        "\b\f\n\r",
+        "plain",
+    ]
+    bodies = [
+        f'{{"n":{n}}}',
+        f'{{\n"n": {n},\r\n"raw":"\x01\x02"}}',
+        "null",
+        f'{{"n":{n},"s":"São Paulo 🌤 \\u0001"}}',
+    ]
+    moments = [
+        datetime(2026, 3, 30, 19, 10, 14, 999999, tzinfo=UTC),
+        datetime(999, 1, 2, 3, 4, 5, 6000, tzinfo=UTC),
+        datetime(2026, 3, 30, 21, 10, 14, 412, tzinfo=ZoneInfo("Europe/Berlin")),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+    ]
+    return {
+        **chain_placeholders(n),
+        "timestamp": connection.ops.adapt_datetimefield_value(moments[n % len(moments)]),
+        "channel": "webapp" if n % 2 else "whatsapp",
+        "action": "responses.get",
+        "end_user_id": strings[n % len(strings)],
+        "response_id": None if n % 3 == 0 else strings[(n + 1) % len(strings)],
+        "conversation_id": None if n % 3 == 1 else strings[(n + 2) % len(strings)],
+        "previous_response_id": None if n % 3 == 2 else strings[(n + 3) % len(strings)],
+        "api_key_fingerprint": "fp",
+        "context": "{}",
+        "full_response": bodies[n % len(bodies)],
+    }
+
+
+@pytest.mark.parametrize("rows", [7, 2 * jsonl.ROWS_PER_BLOCK + 3])
+def test_every_export_path_writes_the_same_bytes_for_awkward_rows(
+    rows: int, tmp_path: Path
+) -> None:
+    # PostgreSQL builds the lines itself (SeedLine, streamed by COPY); they must be the
+    # bytes values_line writes for the same rows, into a file and onto a text stream.
+    insert_audit_rows(awkward_rows, 0, rows)
+    selected = AuditEvent.objects.order_by("sequence").values_list(*seed_fields())
+    expected = "".join(values_line(row) + "\n" for row in selected)
+    assert expected.count("\n") > rows  # raw newlines in some bodies, as stored
+    assert export() == expected
+    target = tmp_path / "out.jsonl"
+    call_command("export_audit", "--output", str(target), stdout=StringIO(), stderr=StringIO())
+    assert target.read_bytes() == expected.encode()
+    plain = selected.filter(end_user_id="plain")
+    assert plain
+    assert export("--end-user", "plain") == "".join(values_line(row) + "\n" for row in plain)
+
+
+def test_postgresql_exports_with_copy_and_sqlite_in_python(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The seed export on PostgreSQL does not format lines in Python; no other database
+    # is sent PostgreSQL's COPY.
+    seed_events()
+
+    def refused(*args: Any) -> None:
+        raise AssertionError("the other database's path")
+
+    other = (
+        "seed_fields_and_line" if connection.vendor == "postgresql" else "postgresql_seed_blocks"
+    )
+    monkeypatch.setattr(export_audit, other, refused)
+    assert export().encode("utf-8") == GOLDEN.read_bytes()
+
+
 # --- filters ----------------------------------------------------------------------
 
 T0 = datetime(2026, 3, 30, 19, 10, 14, tzinfo=UTC)
@@ -367,27 +442,19 @@ def test_output_file_holds_exactly_the_lines(tmp_path: Path) -> None:
 
 
 def fail_after(lines: int, exc: BaseException, monkeypatch: pytest.MonkeyPatch) -> None:
-    written = 0
+    """The export fails once `lines` lines have been handed to the output, whichever
+    path makes them (Python lines, or PostgreSQL's COPY blocks)."""
+    blocks = export_audit.Command._blocks
 
-    def failing(line: Any) -> Any:
-        def failing_line(values: Any) -> str:
-            nonlocal written
-            if written == lines:
+    def failing_blocks(self: Any, *args: Any) -> Iterator[tuple[int, str]]:
+        written = 0
+        for count, text in blocks(self, *args):
+            yield count, text
+            written += count
+            if written >= lines:
                 raise exc
-            written += 1
-            return str(line(values))
 
-        return failing_line
-
-    # Whichever line function the database gets (utc_values_line on SQLite and
-    # PostgreSQL), it fails after `lines` lines.
-    choose = jsonl.seed_fields_and_line
-
-    def failing_choice(connection: Any) -> tuple[Any, Any]:
-        fields, line = choose(connection)
-        return fields, failing(line)
-
-    monkeypatch.setattr(export_audit, "seed_fields_and_line", failing_choice)
+    monkeypatch.setattr(export_audit.Command, "_blocks", failing_blocks)
 
 
 @pytest.mark.usefixtures("events")
