@@ -9,6 +9,8 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, register
 
+from multichannel.limits import rate_parse
+
 CHAIN_MODES = ("both", "conversation", "previous_response_id")
 
 
@@ -124,4 +126,9 @@ def check_settings(
         errors.append(
             Error("RETRY_DELAY_MAX_SECONDS must be a positive number.", id="multichannel.E007")
         )
+    for name in ("API_THROTTLE_READ", "API_THROTTLE_SEND"):
+        try:
+            rate_parse(getattr(settings, name))
+        except ValueError as exc:
+            errors.append(Error(f"{name}: {exc}.", id="multichannel.E016"))
     return errors

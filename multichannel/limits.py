@@ -12,6 +12,18 @@ from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.core.cache.backends.redis import RedisCache
 
+# A rate's period is read by its first letter, as Django REST framework reads it: "min",
+# "minute" and "m" are all a minute.
+RATE_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def rate_parse(rate: str) -> tuple[int, int]:
+    """`"120/min"` -> (120, 60): how many, in how many seconds. ValueError otherwise."""
+    number, _, period = str(rate).partition("/")
+    if not number.isdigit() or int(number) < 1 or period[:1] not in RATE_PERIODS:
+        raise ValueError(f"{rate!r} is not a rate like 120/min (s, min, hour or day)")
+    return int(number), RATE_PERIODS[period[:1]]
+
 
 def sender_token_take(*, end_user_id: str) -> bool:
     """Take one token from this user's bucket of MKA1-bound messages; False when it is

@@ -6,6 +6,7 @@ import pytest
 from django.core.checks import run_checks
 from django.test import override_settings
 
+from multichannel.limits import rate_parse
 from tests.support.stack import PRODUCTION_ENV, ROOT, run_manage
 
 
@@ -178,6 +179,25 @@ def test_non_http_base_url_is_a_system_check_error() -> None:
 def test_non_positive_timeouts_are_system_check_errors(name: str) -> None:
     with override_settings(**{name: 0}):
         assert "multichannel.E005" in _check_ids()
+
+
+@pytest.mark.parametrize("rate", ["120", "many/min", "0/min", "120/fortnight", "-1/s", "120/"])
+@pytest.mark.parametrize("name", ["API_THROTTLE_READ", "API_THROTTLE_SEND"])
+def test_a_rate_that_is_not_one_is_a_system_check_error(name: str, rate: str) -> None:
+    with override_settings(**{name: rate}):
+        assert "multichannel.E016" in _check_ids()
+
+
+@pytest.mark.parametrize(
+    ("rate", "parsed"),
+    [("120/min", (120, 60)), ("5/minute", (5, 60)), ("1/s", (1, 1)), ("7/hour", (7, 3600)),
+     ("500/day", (500, 86400))],
+)  # fmt: skip
+def test_rates_read_as_before(rate: str, parsed: tuple[int, int]) -> None:
+    # What Django REST framework accepted keeps working: the period by its first letter.
+    assert rate_parse(rate) == parsed
+    with override_settings(API_THROTTLE_READ=rate):
+        assert "multichannel.E016" not in _check_ids()
 
 
 @override_settings(SANDBOX=True, DEBUG=True)

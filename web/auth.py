@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
-from multichannel.limits import counted, seconds_left_in_window, window_count
+from multichannel.limits import counted, rate_parse, seconds_left_in_window, window_count
 from multichannel.models import EndUser
 
 SESSION_KEY = "end_user_id"
@@ -103,12 +103,10 @@ class EndUserThrottle(BaseThrottle):
 
     scope: str
     THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
-    PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
     def __init__(self) -> None:
-        number, period = str(self.THROTTLE_RATES[self.scope]).split("/")
-        self.limit = int(number)
-        self.seconds = self.PERIODS[period[0]]
+        # A bad rate is a system check error (multichannel.E016) before it gets here.
+        self.limit, self.seconds = rate_parse(str(self.THROTTLE_RATES[self.scope]))
         self.left: int | None = None
 
     def allow_request(self, request: Request, view: Any) -> bool:
