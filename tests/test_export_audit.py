@@ -595,6 +595,42 @@ def test_bad_arguments_from_the_shell_exit_non_zero_with_one_line(
     assert result.stderr == stderr
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_reader_that_stops_reading_ends_the_export_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    # `export_audit | head`: the pipe closes long before the end (20 MB of lines).
+    insert_audit_rows(awkward_rows, 0, 20_000)
+    db = connection.settings_dict
+    if connection.vendor == "postgresql":
+        url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    else:
+        url = f"sqlite:///{db['NAME']}"
+    env = {
+        **os.environ,
+        "DEBUG": "true",
+        "DATABASE_URL": url,
+        "HUEY_SQLITE_PATH": str(tmp_path / "huey.sqlite3"),
+    }
+    with subprocess.Popen(
+        [sys.executable, "manage.py", "export_audit"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as export_process:
+        assert export_process.stdout is not None
+        assert export_process.stderr is not None
+        first = export_process.stdout.readline()
+        export_process.stdout.close()
+        stderr = export_process.stderr.read().decode()
+        status = export_process.wait(timeout=60)
+    assert json.loads(first)["end_user_id"] == awkward_rows(0)["end_user_id"]
+    assert "Traceback" not in stderr, stderr
+    assert stderr == ""
+    assert status == 1
+
+
 # --- memory -----------------------------------------------------------------------
 
 MANY = 100_000

@@ -1,4 +1,5 @@
 import io
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
@@ -66,8 +67,15 @@ class Command(StrictCommand):
                 utf8 = io.TextIOWrapper(out.buffer, encoding="utf-8", newline="\n")
                 try:
                     self._write(events, utf8)
-                finally:
                     utf8.flush()
+                except BrokenPipeError:
+                    # The reader stopped reading (`export_audit | head`): stop without a
+                    # traceback, non-zero as the export is incomplete. Standard output
+                    # now goes nowhere, so flushing it again cannot fail (Python's
+                    # documented recipe for SIGPIPE).
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                    raise SystemExit(1) from None
+                finally:
                     utf8.detach()
             else:
                 self._write(events, out)
