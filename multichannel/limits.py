@@ -3,7 +3,7 @@ worker machine counts together).
 
 The sender's token bucket is only ever touched by the worker holding that user's lease,
 so reading and writing it needs no atomic operation; the counters that web requests
-share use the cache's atomic `add` and `incr`."""
+share are counted by `counted` (atomic on Redis and in process memory)."""
 
 import time
 from typing import Any, cast
@@ -61,7 +61,9 @@ def counted(key: str, *, seconds: int) -> tuple[int, int | None]:
     or None when the cache cannot say). A count lapses `seconds` after its first time.
 
     On Redis this is one round trip (SET NX EX, INCR, TTL in one pipeline), the hot
-    path of every throttled request; on other caches the atomic add/incr pair."""
+    path of every throttled request, and atomic; on other caches Django's add/incr pair,
+    atomic in process memory, while the file cache can give two requests at the same
+    moment the same count (Redis is what production runs with several machines)."""
     backend = caches[DEFAULT_CACHE_ALIAS]  # `cache` is a proxy: isinstance sees the proxy
     if isinstance(backend, RedisCache):
         full_key = backend.make_and_validate_key(key)
