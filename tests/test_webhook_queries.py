@@ -7,10 +7,12 @@ Counted inside the test's transaction, where the fan-out's own transaction shows
 SAVEPOINT/RELEASE pair (in production it is BEGIN/COMMIT, which Django does not log).
 The answering of the messages, queued after commit, is not counted here."""
 
+import json
 from functools import partial
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from multichannel.models import Channel, EndUser, UserMessage
 from multichannel.sandbox import whatsapp as wa
@@ -18,7 +20,7 @@ from tests.support.threads import at_once
 from tests.support.webhooks import PostWebhook, webhook_deliver
 from whatsapp import views
 from whatsapp.models import InboundMessage, OutboundMessage, WebhookDelivery, WhatsAppIdentity
-from whatsapp.services import delivery_fan_out, identity_resolve
+from whatsapp.services import delivery_fan_out, identity_resolve, webhook_accept
 
 pytestmark = pytest.mark.django_db
 
@@ -151,6 +153,29 @@ def test_the_request_only_keeps_the_delivery_and_queues_its_fan_out(
     assert queued == [delivery.pk]
     assert (delivery.object, delivery.processed_at) == ("whatsapp_business_account", None)
     assert not InboundMessage.objects.exists()
+
+
+def test_the_kept_delivery_is_the_row_save_would_write() -> None:
+    # The request's INSERT skips Model.save; the row must be the one save() writes, every
+    # column (a field added to the model is written too, or this fails).
+    before = timezone.now()
+    raw = json.dumps({"object": "whatsapp_business_account", "entry": ["São Paulo 🌤"]})
+    kept = webhook_accept(raw_body=raw.encode(), payload=json.loads(raw))
+    saved = WebhookDelivery(object="whatsapp_business_account", raw_body=raw)
+    saved.save()
+    stored = WebhookDelivery.objects.get(pk=kept.pk)
+    assert before <= stored.received_at <= saved.received_at
+    assert stored.received_at == kept.received_at
+    assert not kept._state.adding
+    fields = [f.attname for f in WebhookDelivery._meta.concrete_fields]
+    compared = [name for name in fields if name not in ("id", "received_at")]
+    assert len(compared) > 4
+
+    def row(delivery: WebhookDelivery) -> dict[str, Any]:
+        return {name: getattr(delivery, name) for name in compared}
+
+    assert row(stored) == row(saved) == row(kept)
+    assert stored.raw_body == raw
 
 
 def test_a_fan_out_repeated_stores_nothing_twice(
