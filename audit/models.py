@@ -34,6 +34,13 @@ class LedgerUnavailableError(Exception):
     """The ledger cannot be written (its chain head is missing while events exist):
     nothing that must be audited may happen until an operator has looked."""
 
+    @classmethod
+    def head_lost(cls) -> "LedgerUnavailableError":
+        return cls(
+            "the audit chain head is missing while the ledger holds events; "
+            "run verify_audit and restore it before anything else is recorded"
+        )
+
 
 class AuditChannel(models.TextChoices):
     """Where an event happened: the channel the end user used."""
@@ -332,10 +339,7 @@ class AuditChainHeadQuerySet(models.QuerySet["AuditChainHead"]):
             head = self.select_for_update().filter(pk=1).first()
             if head is not None:
                 return head
-            raise LedgerUnavailableError(
-                "the audit chain head is missing while the ledger holds events; "
-                "run verify_audit and restore it before anything else is recorded"
-            )
+            raise LedgerUnavailableError.head_lost()
         try:
             with transaction.atomic(using=self.db):
                 self.create(pk=1)

@@ -18,10 +18,7 @@ def audit_ready() -> None:
     # start in one transaction), so a ledger started concurrently between the first two
     # reads is not taken for one that lost its head.
     if not head.exists() and AuditEvent.objects.exists() and not head.exists():
-        raise LedgerUnavailableError(
-            "the audit chain head is missing while the ledger holds events; "
-            "run verify_audit and restore it before anything else is recorded"
-        )
+        raise LedgerUnavailableError.head_lost()
 
 
 __all__ = ["LedgerUnavailableError", "audit_content_erase", "audit_event_record", "audit_ready"]
