@@ -7,10 +7,13 @@ into the ledger. Rows are written only by `audit.services.audit_event_record`.
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
 from datetime import datetime
+from functools import cache
 from typing import Any, NoReturn
 
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connections, models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from audit.erasure import COMPLIANCE_ACTIONS, ERASED_CONTEXT
@@ -23,6 +26,7 @@ from audit.integrity import (
     ledger_moment,
 )
 from audit.metrics import AUDIT_EVENTS
+from audit.toolkit import insert_columns, insert_values
 from audit.wire import WireObject, full_response_text
 
 
@@ -159,6 +163,14 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
             # JSON-safe, or refused now rather than by the database.
             "context": json.loads(canonical_context(context)),
         }
+        connection = connections[self.db]
+        if connection.vendor == "postgresql":
+            event = _append_unlocked(connection, content, text, body_digest, timestamp)
+            if event is not None:
+                transaction.on_commit(
+                    AUDIT_EVENTS.labels(channel.value, action.value).inc, using=self.db
+                )
+                return event
         with transaction.atomic(using=self.db):
             if body_digest is not None:
                 # A body seen before (the same response retrieved again) is not stored
@@ -168,26 +180,12 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
                 )
             head = AuditChainHead.objects.using(self.db).locked()
             # Taken under the lock, so timestamps follow the chain order.
-            moment = ledger_moment(timestamp or timezone.now())
-            sequence = head.sequence + 1
-            digest = content_digest(
-                timestamp=format_timestamp(moment), full_response=text, **content
-            )
-            link = chain_hash(sequence=sequence, previous_hash=head.hash, digest=digest)
-            event = AuditEvent(
-                sequence=sequence,
-                timestamp=moment,
-                body_id=body_digest,
-                content_digest=digest,
-                previous_hash=head.hash,
-                hash=link,
-                **content,
-            )
+            event = _chained(content, text, body_digest, timestamp, head.sequence, head.hash)
             # The plain QuerySet's insert: this method is the one way in, and the
             # refusing overrides above (and Model.save) keep every other way shut.
             models.QuerySet.bulk_create(self, [event])
             AuditChainHead.objects.using(self.db).filter(pk=head.pk).update(
-                sequence=sequence, hash=link
+                sequence=event.sequence, hash=event.hash
             )
             # Counted once the event is committed (at once outside a transaction).
             transaction.on_commit(
@@ -237,6 +235,76 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
             )
             AuditBody.objects.using(self.db).filter(digest__in=bodies - still_needed).delete()
         return erased
+
+
+def _chained(
+    content: Mapping[str, Any],
+    text: str,
+    body_digest: str | None,
+    timestamp: datetime | None,
+    previous_sequence: int,
+    previous_hash: str,
+) -> "AuditEvent":
+    """The event that follows the head (`previous_sequence`, `previous_hash`), its moment
+    taken now (after the head was read, so timestamps follow the chain order)."""
+    moment = ledger_moment(timestamp or timezone.now())
+    sequence = previous_sequence + 1
+    digest = content_digest(timestamp=format_timestamp(moment), full_response=text, **content)
+    return AuditEvent(
+        sequence=sequence,
+        timestamp=moment,
+        body_id=body_digest,
+        content_digest=digest,
+        previous_hash=previous_hash,
+        hash=chain_hash(sequence=sequence, previous_hash=previous_hash, digest=digest),
+        **content,
+    )
+
+
+def _append_unlocked(
+    connection: BaseDatabaseWrapper,
+    content: Mapping[str, Any],
+    text: str,
+    body_digest: str | None,
+    timestamp: datetime | None,
+) -> "AuditEvent | None":
+    """PostgreSQL: append without holding the head's lock across round trips. The head
+    is read, the next event computed, and one statement moves the head on only if it is
+    still where it was read, inserting the event (and its body) in the same statement.
+    Two round trips instead of six (a transaction, the body, the lock, the event, the
+    head). None when the head moved meanwhile (a concurrent writer) or is missing: the
+    caller then takes the lock as SQLite always does. A writer inside a transaction
+    holds the head's row lock from the UPDATE until it commits, as with the lock, and a
+    concurrent UPDATE waits for it, then finds the head moved and writes nothing.
+
+    The moment is taken after the head was read, and the head read was committed after
+    its event's moment was taken: timestamps still follow the chain order."""
+    with connection.cursor() as cursor:
+        cursor.execute(_HEAD_READ)
+        head = cursor.fetchone()
+    if head is None:
+        return None
+    event = _chained(content, text, body_digest, timestamp, head[0], head[1])
+    values = insert_values(event, _EVENT_FIELDS, connection)
+    params: list[Any] = [event.sequence, event.hash, head[0], head[1]]
+    if body_digest is not None:
+        params += [body_digest, text]
+    # Inside a transaction, a failure here leaves it to be rolled back (no savepoint
+    # pair for one statement); outside, the statement is its own transaction.
+    scope = (
+        transaction.atomic(using=connection.alias, savepoint=False)
+        if connection.in_atomic_block
+        else nullcontext()
+    )
+    with scope, connection.cursor() as cursor:
+        cursor.execute(_append_sql(with_body=body_digest is not None), [*params, *values])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    event.pk = row[0]
+    event._state.adding = False
+    event._state.db = connection.alias
+    return event
 
 
 def _erasable(queryset: "AuditEventQuerySet") -> "AuditEventQuerySet":
@@ -361,6 +429,32 @@ class AuditChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"audit chain head at {self.sequence}"
+
+
+# The unlocked append's statements (PostgreSQL only; names from the models, no input).
+_EVENT_FIELDS, _EVENT_COLUMNS = insert_columns(AuditEvent, lambda name: f'"{name}"')
+_HEAD_READ = 'SELECT "sequence", "hash" FROM "audit_auditchainhead" WHERE "id" = 1'
+
+
+@cache
+def _append_sql(*, with_body: bool) -> str:
+    """Move the head on if it is still where it was read; if it moved, insert the event
+    (and its body, once per digest). Parameters: the new sequence and hash, the read
+    sequence and hash, [the body's digest and text], then the event's columns."""
+    body = (
+        ', body AS (INSERT INTO "audit_auditbody" ("digest", "text") '
+        "SELECT %s, %s FROM moved ON CONFLICT DO NOTHING)"
+        if with_body
+        else ""
+    )
+    placeholders = ", ".join(["%s"] * len(_EVENT_FIELDS))
+    return (
+        'WITH moved AS (UPDATE "audit_auditchainhead" SET "sequence" = %s, "hash" = %s '  # noqa: S608
+        'WHERE "id" = 1 AND "sequence" = %s AND "hash" = %s RETURNING 1)'
+        f"{body} "
+        f'INSERT INTO "audit_auditevent" ({_EVENT_COLUMNS}) '
+        f'SELECT {placeholders} FROM moved RETURNING "id"'
+    )
 
 
 # --- signed checkpoints and the stored Merkle tree (audit/tree.py, audit/checkpoints.py) ---

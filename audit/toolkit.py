@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, time
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import IO, Any, NoReturn, TextIO
 
 from django.contrib import admin
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import models
 from django.http import HttpRequest
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -112,3 +113,21 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+def insert_columns(
+    model: type[models.Model], quote: Callable[[str], str]
+) -> tuple[list["models.Field[Any, Any]"], str]:
+    """The fields a hand-written INSERT of `model` sets (every concrete one but the
+    primary key) and their column names, quoted and joined: for the few hot paths that
+    send their own statement (values from `insert_values`)."""
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    return fields, ", ".join(quote(field.column) for field in fields)
+
+
+def insert_values(
+    instance: models.Model, fields: list["models.Field[Any, Any]"], connection: Any
+) -> list[Any]:
+    """`instance`'s values for `fields`, each prepared by its field as `save()` would
+    for a new row (defaults and auto_now applied)."""
+    return [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]

@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
+from audit import models as audit_models
 from audit.models import AuditChainHead, AuditEvent
 from audit.services import audit_event_record
 from audit.verification import verify_database
@@ -173,6 +174,71 @@ def test_concurrent_writers_keep_one_linear_chain() -> None:
     assert verify().startswith("OK: 60 events")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_inside_transactions_keep_one_linear_chain() -> None:
+    """As a turn records: several events per transaction, each writer holding the head
+    until it commits, one transaction rolled back in three."""
+
+    def write(worker: int) -> None:
+        for i in range(6):
+            try:
+                with transaction.atomic():
+                    for j in range(2):
+                        audit_event_record(
+                            channel="webapp",
+                            action="responses.get",
+                            end_user_id=f"user_{worker}",
+                            response_id=f"resp_{worker}x{i}x{j}",
+                            full_response={"id": f"resp_{worker}x{i}x{j}"},
+                        )
+                    if i % 3 == 2:
+                        raise RuntimeError("the surrounding work failed")
+            except RuntimeError:
+                pass
+
+    assert at_once(*[partial(write, w) for w in range(4)]) == [None] * 4
+    assert list(AuditEvent.objects.values_list("sequence", flat=True)) == list(range(1, 33))
+    assert verify().startswith("OK: 32 events")
+    assert AuditChainHead.objects.get().sequence == 32
+
+
+def test_an_event_whose_head_moved_meanwhile_is_chained_after_the_new_head(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another writer appended between our read of the head and our append: nothing of
+    ours chained to the old head is kept, and ours follows theirs. (Only PostgreSQL
+    appends without the lock; elsewhere the head is read under it.)"""
+    record(1)
+    if connection.vendor != "postgresql":
+        monkeypatch.setattr(audit_models, "_append_unlocked", pytest.fail)
+        record(1)
+        assert verify().startswith("OK: 2 events")
+        return
+    real_chained = audit_models._chained
+    stale: list[AuditEvent] = []
+
+    def another_writer_first(*args: object) -> AuditEvent:
+        event = real_chained(*args)  # type: ignore[arg-type]
+        if not stale:
+            stale.append(event)
+            record(1, response_id="resp_theirs")
+        return event
+
+    monkeypatch.setattr(audit_models, "_chained", another_writer_first)
+    ours = record(1, response_id="resp_ours")[0]
+    assert stale[0].sequence == 2
+    assert stale[0].pk is None
+    assert list(AuditEvent.objects.values_list("sequence", "response_id")) == [
+        (1, "resp_0"),
+        (2, "resp_theirs"),
+        (3, "resp_ours"),
+    ]
+    assert ours.sequence == 3
+    assert ours.pk == AuditEvent.objects.get(sequence=3).pk
+    assert not AuditEvent.objects.filter(hash=stale[0].hash).exists()
+    assert verify().startswith("OK: 3 events")
+
+
 def test_a_ledger_started_by_another_writer_between_two_reads_is_not_taken_for_lost(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -190,6 +256,9 @@ def test_a_ledger_started_by_another_writer_between_two_reads_is_not_taken_for_l
         return None if len(looks) == 1 else real_first(self)
 
     monkeypatch.setattr(AuditChainHeadQuerySet, "first", first_look_too_early)
+    # The head lock is where this race is decided (PostgreSQL's unlocked append, which
+    # would find the head, is turned off).
+    monkeypatch.setattr(audit_models, "_append_unlocked", lambda *args: None)
     audit_event_record(channel="whatsapp", action="responses.create", end_user_id="user_2")
     assert len(looks) == 2
     assert list(AuditEvent.objects.values_list("sequence", flat=True)) == [1, 2]

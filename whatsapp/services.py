@@ -3,7 +3,7 @@ import hmac
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_event_record
+from audit.toolkit import insert_columns, insert_values
 from multichannel.channels import command_kind
 from multichannel.durability import written_promptly
 from multichannel.models import Channel, EndUser, Media, UserMessage
@@ -180,30 +181,20 @@ def _delivery_insert(delivery: WebhookDelivery) -> None:
     if not connection.features.can_return_columns_from_insert:
         delivery.save()
         return
-    values = [
-        field.get_db_prep_save(field.pre_save(delivery, True), connection)
-        for field in _DELIVERY_FIELDS
-    ]
+    fields, columns = insert_columns(WebhookDelivery, connection.ops.quote_name)
+    values = insert_values(delivery, fields, connection)
+    meta = WebhookDelivery._meta
+    table, pk = connection.ops.quote_name(meta.db_table), connection.ops.quote_name(meta.pk.column)
+    placeholders = ", ".join(["%s"] * len(fields))
     with connection.cursor() as cursor:
-        cursor.execute(_delivery_insert_sql(connection.ops.quote_name), values)
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {pk}",  # noqa: S608
+            values,
+        )
         row = cursor.fetchone()
     delivery.pk = row[0]
     delivery._state.adding = False
     delivery._state.db = connection.alias
-
-
-_DELIVERY_FIELDS = [
-    field for field in WebhookDelivery._meta.concrete_fields if not field.primary_key
-]
-
-
-def _delivery_insert_sql(quote: Callable[[str], str]) -> str:
-    """The INSERT of every column but the id, names from the model (no input here)."""
-    meta = WebhookDelivery._meta
-    columns = ", ".join(quote(field.column) for field in _DELIVERY_FIELDS)
-    placeholders = ", ".join(["%s"] * len(_DELIVERY_FIELDS))
-    table, pk = quote(meta.db_table), quote(meta.pk.column)
-    return f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {pk}"  # noqa: S608
 
 
 # How many kept deliveries one fan-out reads at a time.
