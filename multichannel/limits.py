@@ -51,37 +51,56 @@ def sender_notice_due(*, end_user_id: str) -> bool:
 def window_count(key: str, *, seconds: int) -> int:
     """How many times `key` was counted in the current fixed window of `seconds`,
     this time included."""
-    window = int(time.time()) // seconds
-    count, _ = counted(f"{key}:{window}", seconds=seconds + 60)
+    key, keep = window_key(key, seconds=seconds)
+    count, _ = counted(key, seconds=keep)
     return count
+
+
+def window_key(key: str, *, seconds: int) -> tuple[str, int]:
+    """The counter of `key` in the current fixed window of `seconds`, and how long to
+    keep its count: a (key, seconds) pair for `counted_together`."""
+    return f"{key}:{int(time.time()) // seconds}", seconds + 60
 
 
 def counted(key: str, *, seconds: int) -> tuple[int, int | None]:
     """Count `key` once more: (its count, this time included; seconds until it lapses,
-    or None when the cache cannot say). A count lapses `seconds` after its first time.
+    or None when the cache cannot say). A count lapses `seconds` after its first time."""
+    return counted_together((key, seconds))[0]
 
-    On Redis this is one round trip (SET NX EX, INCR, TTL in one pipeline), the hot
-    path of every throttled request, and atomic; on other caches Django's add/incr pair,
-    atomic in process memory, while the file cache can give two requests at the same
-    moment the same count (Redis is what production runs with several machines)."""
+
+def counted_together(*counters: tuple[str, int]) -> list[tuple[int, int | None]]:
+    """`counted` for each (key, seconds), in one round trip on Redis.
+
+    On Redis, SET NX EX, INCR and TTL of every key go in one pipeline (the hot path of
+    every throttled request), each counter atomic; on other caches Django's add/incr
+    pair, atomic in process memory, while the file cache can give two requests at the
+    same moment the same count (Redis is what production runs with several machines)."""
     backend = caches[DEFAULT_CACHE_ALIAS]  # `cache` is a proxy: isinstance sees the proxy
     if isinstance(backend, RedisCache):
-        full_key = backend.make_and_validate_key(key)
+        keys = [backend.make_and_validate_key(key) for key, _ in counters]
         # Django's Redis cache stores integers as plain Redis integers, so INCR works
         # on what `add`/`get` see; its client has no pipeline, so the raw one is used.
-        client = cast(Any, backend)._cache.get_client(full_key, write=True)
+        client = cast(Any, backend)._cache.get_client(keys[0], write=True)
         pipe = client.pipeline(transaction=False)
-        pipe.set(full_key, 0, ex=seconds, nx=True)
-        pipe.incr(full_key)
-        pipe.ttl(full_key)
-        _, count, left = pipe.execute()
-        return int(count), (int(left) if left >= 0 else None)
+        for full_key, (_, seconds) in zip(keys, counters, strict=True):
+            pipe.set(full_key, 0, ex=seconds, nx=True)
+            pipe.incr(full_key)
+            pipe.ttl(full_key)
+        replies = pipe.execute()
+        return [
+            (int(count), int(left) if left >= 0 else None)
+            for count, left in zip(replies[1::3], replies[2::3], strict=True)
+        ]
+    return [(_counted_in_django_cache(key, seconds), None) for key, seconds in counters]
+
+
+def _counted_in_django_cache(key: str, seconds: int) -> int:
     cache.add(key, 0, timeout=seconds)
     try:
-        return int(cache.incr(key)), None
+        return int(cache.incr(key))
     except ValueError:  # lapsed between add and incr
         cache.add(key, 1, timeout=seconds)
-        return 1, None
+        return 1
 
 
 def seconds_left_in_window(seconds: int) -> int:

@@ -479,6 +479,10 @@ else:
         "LOCATION": env.str("CACHE_DIR", default=str(BASE_DIR / "cache")),
     }
 CACHES: dict[str, Any] = {"default": _cache}
+# Sessions are read from that cache and written through to the database: a signed-in
+# request reads its session without a SQL statement (docs/benchmarks.md). Sign-out and
+# erasure delete both copies (web.auth, web.privacy).
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 # --- HTTPS and cookies (manage.py check --deploy is clean with DEBUG off) ---------------
 SESSION_COOKIE_HTTPONLY = True

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core import checks, serializers
@@ -19,6 +20,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from audit.models import AuditEvent
 from multichannel import privacy
@@ -197,8 +199,11 @@ def test_erasure_removes_everything_of_theirs_and_the_ledger_still_verifies(
 
 def test_the_session_ends_and_the_person_sees_nothing(person: EndUser) -> None:
     browser = person.browser  # type: ignore[attr-defined]
+    key = browser.cookies[settings.SESSION_COOKIE_NAME].value
     erase(person.pk)
     assert browser.get("/api/conversation").status_code == 401
+    # Gone from the session cache too, not only from the table behind it.
+    assert not import_string(f"{settings.SESSION_ENGINE}.SessionStore")().exists(key)
 
 
 def test_a_returning_number_is_a_new_person_and_a_repeat_request_is_recognised(

@@ -11,7 +11,7 @@ import pytest
 from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.core.cache.backends.redis import RedisCache
 
-from multichannel.limits import counted, window_count
+from multichannel.limits import counted, counted_together, window_count, window_key
 from multichannel.models import EndUser
 from web.auth import ReadThrottle
 
@@ -45,6 +45,22 @@ def test_the_count_is_what_add_and_get_see() -> None:
     assert cache.get("shared") == 2
     assert window_count("daily", seconds=3600) == 1
     assert window_count("daily", seconds=3600) == 2
+
+
+def test_counters_counted_together_keep_their_own_counts_and_windows() -> None:
+    # The retrieval's read rate and daily allowance, in one round trip on Redis.
+    counted("a", seconds=60)
+    together = counted_together(("a", 60), window_key("b", seconds=3600), ("c", 1))
+    assert [count for count, _ in together] == [2, 1, 1]
+    assert window_count("b", seconds=3600) == 2  # the same window key as window_count's
+    if on_redis:
+        lefts = [left or 0 for _, left in together]
+        assert 0 < lefts[0] <= 60
+        assert 3600 < lefts[1] <= 3660
+        assert 0 < lefts[2] <= 1
+    time.sleep(2.1)
+    # "c" lapsed on its own; "a" did not.
+    assert [count for count, _ in counted_together(("a", 60), ("c", 1))] == [3, 1]
 
 
 def test_concurrent_requests_each_get_their_own_count() -> None:

@@ -15,10 +15,10 @@ from tests.support.audit_ledger import audit_event_statements
 
 pytestmark = pytest.mark.django_db
 
-# The session (1), the signed-in end user (1), the turn with its conversation (1), the
-# ledger's readiness before MKA1 is called (1); then the audit event
-# (tests/support/audit_ledger.py).
-BEFORE_MKA1 = 4
+# The session comes from the session cache (0); the signed-in end user (1), the turn
+# with its conversation (1), the ledger's readiness before MKA1 is called (1); then the
+# audit event (tests/support/audit_ledger.py).
+BEFORE_MKA1 = 3
 
 
 def ours(captured: CaptureQueriesContext) -> list[str]:

@@ -20,7 +20,7 @@ from multichannel.media import media_content, media_thumbnail
 from multichannel.mka1 import Mka1Error, Mka1Object, is_response_id
 from multichannel.models import Media, UserMessage
 from multichannel.selectors import media_of_end_user, messages_of_end_user
-from web.auth import DailyRetrievalThrottle, ReadThrottle, SendThrottle, principal
+from web.auth import ReadThrottle, RetrievalThrottle, SendThrottle, principal
 from web.errors import BadRequest, ErrorSerializer, NotFound, upstream_error
 from web.services import (
     MESSAGE_MAX_CHARS,
@@ -147,7 +147,7 @@ INLINE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "audio/")
 class ResponseRetrieveApi(APIView):
     """The seed guide's `GET /api/multichannel/:responseId`."""
 
-    throttle_classes = [ReadThrottle, DailyRetrievalThrottle]
+    throttle_classes = [RetrievalThrottle]
 
     @extend_schema(
         operation_id="response_retrieve", responses={200: StoredResponseSerializer, **UPSTREAM}
@@ -181,7 +181,7 @@ class ConversationApi(APIView):
 class ConversationItemApi(APIView):
     """One item of the user's MKA1 conversation (the seed's `conversations.getItem`)."""
 
-    throttle_classes = [ReadThrottle, DailyRetrievalThrottle]
+    throttle_classes = [RetrievalThrottle]
 
     @extend_schema(
         operation_id="conversation_item_retrieve",

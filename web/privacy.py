@@ -4,8 +4,11 @@ person's sign-in links and their signed-in sessions go."""
 from collections.abc import Collection
 from datetime import datetime
 
+from django.conf import settings
+from django.contrib.sessions.backends.base import SessionBase
 from django.contrib.sessions.models import Session
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from multichannel.models import EndUser
 from web.auth import SESSION_KEY
@@ -21,7 +24,9 @@ def web_forget(end_user: EndUser) -> dict[str, int]:
     live = Session.objects.filter(expire_date__gt=timezone.now())
     for session in live.iterator(chunk_size=500):
         if session.get_decoded().get(SESSION_KEY) == end_user.pk:
-            session.delete()
+            # Through the session engine, so the cached copy goes with the row.
+            store: type[SessionBase] = import_string(f"{settings.SESSION_ENGINE}.SessionStore")
+            store(session.session_key).delete()
             sessions += 1
     return {"sign_in_links": links, "sessions": sessions}
 
