@@ -470,7 +470,7 @@ SPECTACULAR_SETTINGS: dict[str, Any] = {
 if env.str("CACHE_URL", default=""):
     _cache: dict[str, Any] = env.cache_url("CACHE_URL")
 elif REDIS_URL:
-    _cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    _cache = {"BACKEND": "multichannel.cache.RedisCache", "LOCATION": REDIS_URL}
 elif DEBUG:
     _cache = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 else:

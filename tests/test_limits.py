@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.core.cache.backends.redis import RedisCache
 
@@ -61,6 +62,19 @@ def test_counters_counted_together_keep_their_own_counts_and_windows() -> None:
     time.sleep(2.1)
     # "c" lapsed on its own; "a" did not.
     assert [count for count, _ in counted_together(("a", 60), ("c", 1))] == [3, 1]
+
+
+def test_the_redis_cache_keeps_one_client_per_pool() -> None:
+    backend = caches[DEFAULT_CACHE_ALIAS]
+    if not on_redis:
+        assert settings.CACHES["default"]["BACKEND"] != "multichannel.cache.RedisCache"
+        return
+    assert isinstance(backend, RedisCache)
+    django: Any = backend
+    client = django._cache.get_client(write=True)
+    assert django._cache.get_client("any key", write=True) is client
+    backend.set("k", 7)
+    assert backend.get("k") == 7  # Django's own wire format, through the kept client
 
 
 def test_concurrent_requests_each_get_their_own_count() -> None:

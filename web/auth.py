@@ -24,6 +24,7 @@ from multichannel.limits import (
     window_key,
 )
 from multichannel.models import EndUser
+from multichannel.selectors import end_user_active
 
 SESSION_KEY = "end_user_id"
 
@@ -63,7 +64,7 @@ def session_end_user(request: HttpRequest) -> EndUser | None:
     if not end_user_id:
         return None
     # An erased person's sessions end the moment their erasure begins.
-    return EndUser.objects.filter(pk=end_user_id, erased_at__isnull=True).first()
+    return end_user_active(str(end_user_id))
 
 
 class EndUserSessionAuthentication(BaseAuthentication):

@@ -13,7 +13,7 @@ from audit.models import AuditAction
 from audit.services import audit_event_record
 from multichannel.mka1 import Mka1Error, Mka1Object, client, is_response_id
 from multichannel.models import Channel, EndUser, UserMessage
-from multichannel.selectors import conversation_of_end_user, turn_of_end_user
+from multichannel.selectors import conversation_of_end_user, conversation_of_response
 from multichannel.services import mka1_failure_record, response_conversation_id
 from multichannel.tasks import process_end_user_on_commit
 from web.models import SignInLink, token_hash
@@ -149,8 +149,8 @@ def response_retrieve(*, end_user: EndUser, response_id: str) -> Mka1Object:
     the retrieval audited (the seed guide's channel-two evidence point)."""
     if not is_response_id(response_id):
         raise ValueError("response id must match ^resp[-_][a-zA-Z0-9]+$")
-    turn = turn_of_end_user(end_user=end_user, response_id=response_id)
-    if turn is None:
+    conversation_id = conversation_of_response(end_user=end_user, response_id=response_id)
+    if conversation_id is None:
         raise NotFoundError(response_id)
     mka1 = client()
     response = _audited_read(
@@ -158,15 +158,14 @@ def response_retrieve(*, end_user: EndUser, response_id: str) -> Mka1Object:
         operation="responses.get",
         end_user=end_user,
         response_id=response_id,
-        conversation_id=turn.conversation.mka1_conversation_id,
+        conversation_id=conversation_id,
     )
     audit_event_record(
         channel=Channel.WEBAPP,
         action=AuditAction.RESPONSES_GET,
         end_user_id=end_user.pk,
         response_id=response.id or response_id,
-        conversation_id=response_conversation_id(response.data)
-        or turn.conversation.mka1_conversation_id,
+        conversation_id=response_conversation_id(response.data) or conversation_id,
         previous_response_id=response.data.get("previous_response_id"),
         full_response=response,
         api_key_fingerprint=mka1.key_fingerprint,
