@@ -172,21 +172,13 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
                 )
                 return event
         with transaction.atomic(using=self.db):
-            if body_digest is not None:
-                # A body seen before (the same response retrieved again) is not stored
-                # again. Written before the chain lock is taken: it needs no order.
-                AuditBody.objects.using(self.db).bulk_create(
-                    [AuditBody(digest=body_digest, text=text)], ignore_conflicts=True
-                )
-            head = AuditChainHead.objects.using(self.db).locked()
+            head = _head_locked(connection)
+            if head is None:  # a new ledger starts its head; a lost one is refused
+                started = AuditChainHead.objects.using(self.db).locked()
+                head = (started.sequence, started.hash)
             # Taken under the lock, so timestamps follow the chain order.
-            event = _chained(content, text, body_digest, timestamp, head.sequence, head.hash)
-            # The plain QuerySet's insert: this method is the one way in, and the
-            # refusing overrides above (and Model.save) keep every other way shut.
-            models.QuerySet.bulk_create(self, [event])
-            AuditChainHead.objects.using(self.db).filter(pk=head.pk).update(
-                sequence=event.sequence, hash=event.hash
-            )
+            event = _chained(content, text, body_digest, timestamp, *head)
+            _append_locked(connection, event, text)
             # Counted once the event is committed (at once outside a transaction).
             transaction.on_commit(
                 AUDIT_EVENTS.labels(channel.value, action.value).inc, using=self.db
@@ -305,6 +297,34 @@ def _append_unlocked(
     event._state.adding = False
     event._state.db = connection.alias
     return event
+
+
+def _head_locked(connection: BaseDatabaseWrapper) -> tuple[int, str] | None:
+    """The head's (sequence, hash), locked until the transaction ends (on SQLite the
+    transaction's write lock, taken at BEGIN IMMEDIATE, is the lock); None if missing."""
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(_HEAD_READ + lock)
+        row = cursor.fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def _append_locked(connection: BaseDatabaseWrapper, event: "AuditEvent", text: str) -> None:
+    """Insert the event (and its body, once per digest) and move the head on to it, the
+    head held by this transaction. Plain statements: the ORM's insert and update cost
+    several times the statements they send, on every audited call (docs/benchmarks.md)."""
+    with connection.cursor() as cursor:
+        if event.body_id is not None:
+            # A body seen before (the same response retrieved again) is not stored again.
+            cursor.execute(_BODY_INSERT, [event.body_id, text])
+        returning = connection.features.can_return_columns_from_insert
+        cursor.execute(
+            _event_insert_sql(returning=returning), insert_values(event, _EVENT_FIELDS, connection)
+        )
+        event.pk = cursor.fetchone()[0] if returning else cursor.lastrowid
+        cursor.execute(_HEAD_MOVE, [event.sequence, event.hash])
+    event._state.adding = False
+    event._state.db = connection.alias
 
 
 def _erasable(queryset: "AuditEventQuerySet") -> "AuditEventQuerySet":
@@ -431,16 +451,29 @@ class AuditChainHead(models.Model):
         return f"audit chain head at {self.sequence}"
 
 
-# The unlocked append's statements (PostgreSQL only; names from the models, no input).
+# The append's statements (names from the models, no input). SQLite and PostgreSQL
+# both take INSERT ... ON CONFLICT DO NOTHING and RETURNING.
 _EVENT_FIELDS, _EVENT_COLUMNS = insert_columns(AuditEvent, lambda name: f'"{name}"')
 _HEAD_READ = 'SELECT "sequence", "hash" FROM "audit_auditchainhead" WHERE "id" = 1'
+_HEAD_MOVE = 'UPDATE "audit_auditchainhead" SET "sequence" = %s, "hash" = %s WHERE "id" = 1'
+_BODY_INSERT = (
+    'INSERT INTO "audit_auditbody" ("digest", "text") VALUES (%s, %s) ON CONFLICT DO NOTHING'
+)
+
+
+@cache
+def _event_insert_sql(*, returning: bool) -> str:
+    placeholders = ", ".join(["%s"] * len(_EVENT_FIELDS))
+    sql = f'INSERT INTO "audit_auditevent" ({_EVENT_COLUMNS}) VALUES ({placeholders})'  # noqa: S608
+    return sql + ' RETURNING "id"' if returning else sql
 
 
 @cache
 def _append_sql(*, with_body: bool) -> str:
-    """Move the head on if it is still where it was read; if it moved, insert the event
-    (and its body, once per digest). Parameters: the new sequence and hash, the read
-    sequence and hash, [the body's digest and text], then the event's columns."""
+    """PostgreSQL: move the head on if it is still where it was read; if it moved,
+    insert the event (and its body, once per digest). Parameters: the new sequence and
+    hash, the read sequence and hash, [the body's digest and text], then the event's
+    columns."""
     body = (
         ', body AS (INSERT INTO "audit_auditbody" ("digest", "text") '
         "SELECT %s, %s FROM moved ON CONFLICT DO NOTHING)"

@@ -83,7 +83,7 @@ def session_cookie(end_user_id: str) -> tuple[str, str]:
     return settings.SESSION_COOKIE_NAME, session.session_key
 
 
-def queries_per_retrieval(stored: Stored, cookie: tuple[str, str]) -> int:
+def queries_per_retrieval(stored: Stored, cookie: tuple[str, str]) -> list[str]:
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -94,7 +94,7 @@ def queries_per_retrieval(stored: Stored, cookie: tuple[str, str]) -> int:
         answer = client.get(f"/api/multichannel/{stored.response_id}")
     if answer.status_code != 200:
         raise SystemExit(f"in-process retrieval answered {answer.status_code}")
-    return len(captured.captured_queries)
+    return [query["sql"] for query in captured.captured_queries]
 
 
 def audit_retrievals(end_user_id: str) -> int:
@@ -259,8 +259,10 @@ def main() -> int:
         )
         print(
             f"response {stored.response_id} of {stored.end_user_id}, stored by a webhook "
-            f"answered by run_huey; SQL statements per retrieval (in process): {queries}"
+            f"answered by run_huey; SQL statements per retrieval (in process): {len(queries)}"
         )
+        for sql in queries:
+            print(f"    {sql[:110]}")
         print()
         wall = cpu.get("wall") or 0.0
         gunicorn_cpu = cpu.get("gunicorn")

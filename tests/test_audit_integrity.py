@@ -256,9 +256,10 @@ def test_a_ledger_started_by_another_writer_between_two_reads_is_not_taken_for_l
         return None if len(looks) == 1 else real_first(self)
 
     monkeypatch.setattr(AuditChainHeadQuerySet, "first", first_look_too_early)
-    # The head lock is where this race is decided (PostgreSQL's unlocked append, which
-    # would find the head, is turned off).
+    # The head lock is where this race is decided: PostgreSQL's unlocked append is
+    # turned off, and the append's own plain read of the head comes too early as well.
     monkeypatch.setattr(audit_models, "_append_unlocked", lambda *args: None)
+    monkeypatch.setattr(audit_models, "_head_locked", lambda connection: None)
     audit_event_record(channel="whatsapp", action="responses.create", end_user_id="user_2")
     assert len(looks) == 2
     assert list(AuditEvent.objects.values_list("sequence", flat=True)) == [1, 2]
