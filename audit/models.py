@@ -7,7 +7,6 @@ into the ledger. Rows are written only by `audit.services.audit_event_record`.
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from contextlib import nullcontext
 from datetime import datetime
 from functools import cache
 from typing import Any, NoReturn
@@ -164,25 +163,28 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
             "context": json.loads(canonical_context(context)),
         }
         connection = connections[self.db]
-        if connection.vendor == "postgresql":
-            event = _append_unlocked(connection, content, text, body_digest, timestamp)
+        # Outside a transaction of the caller's, PostgreSQL appends without taking the
+        # lock and without a transaction: the head is read, and one statement moves it
+        # on only if it is still there, inserting the event and its body (two round
+        # trips in all). If a concurrent writer moved the head meanwhile, nothing was
+        # written, and the event is appended under the lock below.
+        if connection.vendor == "postgresql" and not connection.in_atomic_block:
+            event = _append(connection, content, text, body_digest, timestamp, lock=False)
             if event is not None:
-                transaction.on_commit(
-                    AUDIT_EVENTS.labels(channel.value, action.value).inc, using=self.db
-                )
                 return event
-        with transaction.atomic(using=self.db):
-            head = _head_locked(connection)
-            if head is None:  # a new ledger starts its head; a lost one is refused
-                started = AuditChainHead.objects.using(self.db).locked()
-                head = (started.sequence, started.hash)
-            # Taken under the lock, so timestamps follow the chain order.
-            event = _chained(content, text, body_digest, timestamp, *head)
-            _append_locked(connection, event, text)
-            # Counted once the event is committed (at once outside a transaction).
-            transaction.on_commit(
-                AUDIT_EVENTS.labels(channel.value, action.value).inc, using=self.db
-            )
+        # Inside the caller's transaction, no savepoint of our own: an error here leaves
+        # that transaction to be rolled back, as any failed statement would.
+        with transaction.atomic(using=self.db, savepoint=False):
+            event = _append(connection, content, text, body_digest, timestamp, lock=True)
+        if event is None:
+            # No head (nothing was written): a new ledger starts one, a ledger that lost
+            # it is refused, in a savepoint of its own so that a refusal leaves the
+            # caller's transaction usable.
+            with transaction.atomic(using=self.db):
+                AuditChainHead.objects.using(self.db).locked()
+                event = _append(connection, content, text, body_digest, timestamp, lock=True)
+            if event is None:
+                raise LedgerUnavailableError.head_lost()
         return event
 
     def erase_content(
@@ -253,78 +255,67 @@ def _chained(
     )
 
 
-def _append_unlocked(
+def _append(
     connection: BaseDatabaseWrapper,
     content: Mapping[str, Any],
     text: str,
     body_digest: str | None,
     timestamp: datetime | None,
+    *,
+    lock: bool,
 ) -> "AuditEvent | None":
-    """PostgreSQL: append without holding the head's lock across round trips. The head
-    is read, the next event computed, and one statement moves the head on only if it is
-    still where it was read, inserting the event (and its body) in the same statement.
-    Two round trips instead of six (a transaction, the body, the lock, the event, the
-    head). None when the head moved meanwhile (a concurrent writer) or is missing: the
-    caller then takes the lock as SQLite always does. A writer inside a transaction
-    holds the head's row lock from the UPDATE until it commits, as with the lock, and a
-    concurrent UPDATE waits for it, then finds the head moved and writes nothing.
-
-    The moment is taken after the head was read, and the head read was committed after
-    its event's moment was taken: timestamps still follow the chain order."""
-    with connection.cursor() as cursor:
-        cursor.execute(_HEAD_READ)
-        head = cursor.fetchone()
+    """Append the event after the head: with `lock`, the head held by this transaction
+    until it ends; without, on PostgreSQL only, if the head has not moved since it was
+    read (None if it has). None, with nothing written, if there is no head. Either way
+    the moment is taken after the head was read, and that head was committed after its
+    own event's moment was taken: timestamps follow the chain order. Plain statements:
+    the ORM's insert and update cost several times the statements they send, on every
+    audited call (docs/benchmarks.md)."""
+    head = _head(connection, lock=lock)
     if head is None:
         return None
-    event = _chained(content, text, body_digest, timestamp, head[0], head[1])
+    event = _chained(content, text, body_digest, timestamp, *head)
     values = insert_values(event, _EVENT_FIELDS, connection)
-    params: list[Any] = [event.sequence, event.hash, head[0], head[1]]
-    if body_digest is not None:
-        params += [body_digest, text]
-    # Inside a transaction, a failure here leaves it to be rolled back (no savepoint
-    # pair for one statement); outside, the statement is its own transaction.
-    scope = (
-        transaction.atomic(using=connection.alias, savepoint=False)
-        if connection.in_atomic_block
-        else nullcontext()
-    )
-    with scope, connection.cursor() as cursor:
-        cursor.execute(_append_sql(with_body=body_digest is not None), [*params, *values])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    event.pk = row[0]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # The head moved on, the event and its body inserted: one statement.
+            body = [body_digest, text] if body_digest is not None else []
+            cursor.execute(
+                _append_sql(with_body=body_digest is not None),
+                [event.sequence, event.hash, *head, *body, *values],
+            )
+            row = cursor.fetchone()
+            if row is None:
+                return None  # moved meanwhile: nothing was written
+            event.pk = row[0]
+        else:
+            if body_digest is not None:
+                # A body seen before (the same response retrieved again) is not stored
+                # again.
+                cursor.execute(_BODY_INSERT, [body_digest, text])
+            returning = connection.features.can_return_columns_from_insert
+            cursor.execute(_event_insert_sql(returning=returning), values)
+            event.pk = cursor.fetchone()[0] if returning else cursor.lastrowid
+            cursor.execute(_HEAD_MOVE, [event.sequence, event.hash])
     event._state.adding = False
     event._state.db = connection.alias
+    # Counted once the event is committed (at once outside a transaction).
+    transaction.on_commit(
+        AUDIT_EVENTS.labels(content["channel"].value, content["action"].value).inc,
+        using=connection.alias,
+    )
     return event
 
 
-def _head_locked(connection: BaseDatabaseWrapper) -> tuple[int, str] | None:
-    """The head's (sequence, hash), locked until the transaction ends (on SQLite the
-    transaction's write lock, taken at BEGIN IMMEDIATE, is the lock); None if missing."""
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+def _head(connection: BaseDatabaseWrapper, *, lock: bool) -> tuple[int, str] | None:
+    """The head's (sequence, hash), or None if missing. With `lock`, held until the
+    transaction ends (on SQLite the transaction's write lock, taken at BEGIN IMMEDIATE,
+    is the lock)."""
+    suffix = " FOR UPDATE" if lock and connection.features.has_select_for_update else ""
     with connection.cursor() as cursor:
-        cursor.execute(_HEAD_READ + lock)
+        cursor.execute(_HEAD_READ + suffix)
         row = cursor.fetchone()
     return None if row is None else (row[0], row[1])
-
-
-def _append_locked(connection: BaseDatabaseWrapper, event: "AuditEvent", text: str) -> None:
-    """Insert the event (and its body, once per digest) and move the head on to it, the
-    head held by this transaction. Plain statements: the ORM's insert and update cost
-    several times the statements they send, on every audited call (docs/benchmarks.md)."""
-    with connection.cursor() as cursor:
-        if event.body_id is not None:
-            # A body seen before (the same response retrieved again) is not stored again.
-            cursor.execute(_BODY_INSERT, [event.body_id, text])
-        returning = connection.features.can_return_columns_from_insert
-        cursor.execute(
-            _event_insert_sql(returning=returning), insert_values(event, _EVENT_FIELDS, connection)
-        )
-        event.pk = cursor.fetchone()[0] if returning else cursor.lastrowid
-        cursor.execute(_HEAD_MOVE, [event.sequence, event.hash])
-    event._state.adding = False
-    event._state.db = connection.alias
 
 
 def _erasable(queryset: "AuditEventQuerySet") -> "AuditEventQuerySet":

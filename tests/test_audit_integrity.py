@@ -4,6 +4,7 @@ import json
 from functools import partial
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -202,15 +203,23 @@ def test_concurrent_writers_inside_transactions_keep_one_linear_chain() -> None:
     assert AuditChainHead.objects.get().sequence == 32
 
 
+@pytest.mark.django_db(transaction=True)
 def test_an_event_whose_head_moved_meanwhile_is_chained_after_the_new_head(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Another writer appended between our read of the head and our append: nothing of
     ours chained to the old head is kept, and ours follows theirs. (Only PostgreSQL
-    appends without the lock; elsewhere the head is read under it.)"""
+    appends without the lock, and only outside a transaction; elsewhere the head is
+    read under it.)"""
     record(1)
     if connection.vendor != "postgresql":
-        monkeypatch.setattr(audit_models, "_append_unlocked", pytest.fail)
+        real_head = audit_models._head
+
+        def locked_only(connection: object, *, lock: bool) -> object:
+            assert lock
+            return real_head(connection, lock=lock)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(audit_models, "_head", locked_only)
         record(1)
         assert verify().startswith("OK: 2 events")
         return
@@ -256,10 +265,15 @@ def test_a_ledger_started_by_another_writer_between_two_reads_is_not_taken_for_l
         return None if len(looks) == 1 else real_first(self)
 
     monkeypatch.setattr(AuditChainHeadQuerySet, "first", first_look_too_early)
-    # The head lock is where this race is decided: PostgreSQL's unlocked append is
-    # turned off, and the append's own plain read of the head comes too early as well.
-    monkeypatch.setattr(audit_models, "_append_unlocked", lambda *args: None)
-    monkeypatch.setattr(audit_models, "_head_locked", lambda connection: None)
+    # The append's own first read of the head came too early as well.
+    real_head = audit_models._head
+    reads: list[bool] = []
+
+    def first_read_too_early(connection: Any, *, lock: bool) -> tuple[int, str] | None:
+        reads.append(lock)
+        return None if len(reads) == 1 else real_head(connection, lock=lock)
+
+    monkeypatch.setattr(audit_models, "_head", first_read_too_early)
     audit_event_record(channel="whatsapp", action="responses.create", end_user_id="user_2")
     assert len(looks) == 2
     assert list(AuditEvent.objects.values_list("sequence", flat=True)) == [1, 2]

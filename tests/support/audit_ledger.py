@@ -19,12 +19,11 @@ from audit.verification import Record, database_records, record_digest
 
 
 def audit_event_statements() -> int:
-    """What recording one event costs, counted inside a test's transaction. On
-    PostgreSQL: the chain head read (1), and one statement that moves it on and inserts
-    the event and its body (1). Elsewhere: its transaction (a savepoint pair, 2), the
-    body stored once (1), the chain head locked (1), the event (1), the head moved on
-    (1)."""
-    return 2 if connection.vendor == "postgresql" else 6
+    """What recording one event with a body costs inside a transaction (a test's, a
+    turn's): no savepoint; the chain head read and locked (1), then on PostgreSQL one
+    statement that moves it on and inserts the event and its body (1); elsewhere the
+    body (1), the event (1) and the head moved on (1)."""
+    return 2 if connection.vendor == "postgresql" else 4
 
 
 def record(n: int = 1, **overrides: Any) -> list[AuditEvent]:
