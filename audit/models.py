@@ -142,10 +142,11 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
     ) -> "AuditEvent":
         """Append one event to the ledger and the hash chain.
 
-        Runs in its own (possibly nested) transaction and holds the chain head's row
-        lock until the outermost transaction commits, so concurrent writers line up one
-        after the other: each takes the next sequence number and chains to the hash
-        before it."""
+        Inside a transaction, holds the chain head's row lock until that transaction
+        commits, so concurrent writers line up one after the other: each takes the next
+        sequence number and chains to the hash before it. Outside one, on PostgreSQL,
+        the event is appended only if the head has not moved since it was read (and
+        under the lock if it has): the same order, without a transaction of its own."""
         channel, action = AuditChannel(channel), AuditAction(action)  # or ValueError
         if not end_user_id and channel != AuditChannel.OPERATOR:
             raise ValueError("an audit event needs the end user id")
@@ -461,10 +462,10 @@ def _event_insert_sql(*, returning: bool) -> str:
 
 @cache
 def _append_sql(*, with_body: bool) -> str:
-    """PostgreSQL: move the head on if it is still where it was read; if it moved,
-    insert the event (and its body, once per digest). Parameters: the new sequence and
-    hash, the read sequence and hash, [the body's digest and text], then the event's
-    columns."""
+    """PostgreSQL: move the head on if it is still where it was read and, only then,
+    insert the event (and its body, once per digest); no row back if the head had
+    moved. Parameters: the new sequence and hash, the read sequence and hash, [the
+    body's digest and text], then the event's columns."""
     body = (
         ', body AS (INSERT INTO "audit_auditbody" ("digest", "text") '
         "SELECT %s, %s FROM moved ON CONFLICT DO NOTHING)"

@@ -131,3 +131,29 @@ def insert_values(
     """`instance`'s values for `fields`, each prepared by its field as `save()` would
     for a new row (defaults and auto_now applied)."""
     return [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
+
+
+def insert_row(instance: models.Model) -> None:
+    """INSERT a new `instance` on the default database as `save()` would (each value
+    prepared by its field, defaults and auto_now applied) in one statement, setting its
+    primary key: for hot paths, where the ORM's insert machinery cost more CPU than the
+    statement it sends (docs/benchmarks.md). No model signals are sent: only models with
+    no receivers are inserted this way (tests/test_mappings.py checks). A database
+    without INSERT ... RETURNING gets `save()`."""
+    from django.db import connection
+
+    if not connection.features.can_return_columns_from_insert:
+        instance.save()
+        return
+    model, quote = type(instance), connection.ops.quote_name
+    fields, columns = insert_columns(model, quote)
+    placeholders = ", ".join(["%s"] * len(fields))
+    table, pk = quote(model._meta.db_table), quote(model._meta.pk.column)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {pk}",  # noqa: S608
+            insert_values(instance, fields, connection),
+        )
+        instance.pk = cursor.fetchone()[0]
+    instance._state.adding = False
+    instance._state.db = connection.alias

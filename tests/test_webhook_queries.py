@@ -12,8 +12,10 @@ from functools import partial
 from typing import Any
 
 import pytest
+from django.db.models import signals
 from django.utils import timezone
 
+from audit.toolkit import insert_row
 from multichannel.models import Channel, EndUser, UserMessage
 from multichannel.sandbox import whatsapp as wa
 from tests.support.threads import at_once
@@ -176,6 +178,55 @@ def test_the_kept_delivery_is_the_row_save_would_write() -> None:
 
     assert row(stored) == row(saved) == row(kept)
     assert stored.raw_body == raw
+
+
+def test_rows_the_fan_out_inserts_are_the_rows_save_would_write() -> None:
+    # The fan-out's message rows skip Model.save too (audit.toolkit.insert_row).
+    end_user = EndUser.objects.create()
+    identity = WhatsAppIdentity.objects.create(end_user=end_user, wa_id="15550001111")
+    delivery = webhook_accept(raw_body=b"{}", payload={})
+    sent_at = timezone.now()
+
+    def user_message(wamid: str) -> UserMessage:
+        return UserMessage(
+            end_user=end_user, channel=Channel.WHATSAPP, kind="text", external_id=wamid,
+            text="Olá 🌤", sent_at=sent_at,
+        )  # fmt: skip
+
+    def inbound(wamid: str, message: UserMessage) -> InboundMessage:
+        return InboundMessage(
+            wamid=wamid, delivery=delivery, identity=identity, user_message=message,
+            type="text", phone_number_id="123", sent_at=sent_at,
+            raw={"text": {"body": "Olá 🌤"}, "n": [1, 2.5, None]},
+        )  # fmt: skip
+
+    inserted, saved = user_message("wamid.a"), user_message("wamid.b")
+    insert_row(inserted)
+    saved.save()
+    inserted_inbound, saved_inbound = inbound("wamid.a", inserted), inbound("wamid.b", saved)
+    insert_row(inserted_inbound)
+    saved_inbound.save()
+    for model, pair in (
+        (UserMessage, (inserted, saved)),
+        (InboundMessage, (inserted_inbound, saved_inbound)),
+    ):
+        skip = {"id", "created_at", "updated_at", "external_id", "wamid", "user_message_id"}
+        names = [f.attname for f in model._meta.concrete_fields if f.attname not in skip]
+        assert len(names) > 5
+        rows = [model.objects.values(*names).get(pk=instance.pk) for instance in pair]
+        assert rows[0] == rows[1]
+        assert not pair[0]._state.adding
+        stored = model.objects.get(pk=pair[0].pk)
+        assert stored.created_at is not None
+        assert getattr(stored, "updated_at", stored.created_at) is not None
+
+
+@pytest.mark.parametrize("model", [WebhookDelivery, UserMessage, InboundMessage])
+def test_models_inserted_without_save_have_no_signal_receivers(model: type) -> None:
+    # insert_row sends no model signals: a receiver added for one of these models
+    # would silently never run.
+    for signal in (signals.pre_save, signals.post_save):
+        assert not signal.has_listeners(model), f"{signal} has a receiver for {model}"
 
 
 def test_a_fan_out_repeated_stores_nothing_twice(

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_event_record
-from audit.toolkit import insert_columns, insert_values
+from audit.toolkit import insert_row
 from multichannel.channels import command_kind
 from multichannel.durability import written_promptly
 from multichannel.models import Channel, EndUser, Media, UserMessage
@@ -169,32 +169,8 @@ def webhook_accept(*, raw_body: bytes, payload: dict[str, Any]) -> WebhookDelive
         raw_body=raw_body.decode("utf-8", errors="replace"),
     )
     # On SQLite, not queued behind the worker's writes with ever longer sleeps.
-    written_promptly(lambda: _delivery_insert(delivery))
+    written_promptly(lambda: insert_row(delivery))
     return delivery
-
-
-def _delivery_insert(delivery: WebhookDelivery) -> None:
-    """INSERT a new delivery as `save()` would (each field's value prepared by the field,
-    `received_at` set now) in one statement: on the webhook's hot path the ORM's insert
-    machinery cost more CPU than the statement it sends (docs/benchmarks.md). A database
-    without INSERT ... RETURNING gets `save()`."""
-    if not connection.features.can_return_columns_from_insert:
-        delivery.save()
-        return
-    fields, columns = insert_columns(WebhookDelivery, connection.ops.quote_name)
-    values = insert_values(delivery, fields, connection)
-    meta = WebhookDelivery._meta
-    table, pk = connection.ops.quote_name(meta.db_table), connection.ops.quote_name(meta.pk.column)
-    placeholders = ", ".join(["%s"] * len(fields))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {pk}",  # noqa: S608
-            values,
-        )
-        row = cursor.fetchone()
-    delivery.pk = row[0]
-    delivery._state.adding = False
-    delivery._state.db = connection.alias
 
 
 # How many kept deliveries one fan-out reads at a time.
@@ -385,7 +361,8 @@ def _inbound_message_insert(
     delivery: WebhookDelivery, message: IncomingMessage, *, isolated: bool
 ) -> str:
     identity = identity_resolve(wa_id=message.wa_id, bsuid=message.bsuid, isolated=isolated)
-    user_message = UserMessage.objects.create(
+    # Plain INSERTs (audit.toolkit.insert_row): two of the fan-out's few statements.
+    user_message = UserMessage(
         end_user_id=identity.end_user_id,
         channel=Channel.WHATSAPP,
         kind=message_kind(message),
@@ -393,15 +370,18 @@ def _inbound_message_insert(
         text=message.text.strip(),
         sent_at=message.sent_at,
     )
-    InboundMessage.objects.create(
-        wamid=message.wamid,
-        delivery=delivery,
-        identity=identity,
-        user_message=user_message,
-        type=message.type[:32],
-        phone_number_id=message.phone_number_id,
-        sent_at=message.sent_at,
-        raw=message.raw,
+    insert_row(user_message)
+    insert_row(
+        InboundMessage(
+            wamid=message.wamid,
+            delivery=delivery,
+            identity=identity,
+            user_message=user_message,
+            type=message.type[:32],
+            phone_number_id=message.phone_number_id,
+            sent_at=message.sent_at,
+            raw=message.raw,
+        )
     )
     if message.media is not None:
         media = message.media
