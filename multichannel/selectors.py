@@ -1,9 +1,9 @@
 """Read paths of the shared core.
 
 The two reads of every signed-in web request's hot path (who is signed in; whose
-response this is) are plain statements: building them with the ORM cost 0.3-0.65 ms of
-CPU each here, several times the statement (docs/benchmarks.md). Table and column
-names come from the models; the values are parameters."""
+response this is) are plain statements: building them with the ORM cost several times
+the statement itself (docs/benchmarks.md). Table and column names come from the models;
+the values are parameters."""
 
 from typing import Any
 
