@@ -138,7 +138,7 @@ def insert_row(instance: models.Model) -> None:
     prepared by its field, defaults and auto_now applied) in one statement, setting its
     primary key: for hot paths, where the ORM's insert machinery cost more CPU than the
     statement it sends (docs/benchmarks.md). No model signals are sent: only models with
-    no receivers are inserted this way (tests/test_mappings.py checks). A database
+    no receivers are inserted this way (tests/test_webhook_queries.py checks). A database
     without INSERT ... RETURNING gets `save()`."""
     from django.db import connection
 

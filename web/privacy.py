@@ -20,12 +20,12 @@ def web_forget(end_user: EndUser) -> dict[str, int]:
     out at once anyway: web.auth refuses them)."""
     links = SignInLink.objects.filter(end_user=end_user).delete()[0]
     sessions = 0
+    # Through the session engine, so the cached copy of a session goes with its row.
+    store: type[SessionBase] = import_string(f"{settings.SESSION_ENGINE}.SessionStore")
     # Sessions are opaque rows; an erasure is rare enough to read the live ones.
     live = Session.objects.filter(expire_date__gt=timezone.now())
     for session in live.iterator(chunk_size=500):
         if session.get_decoded().get(SESSION_KEY) == end_user.pk:
-            # Through the session engine, so the cached copy goes with the row.
-            store: type[SessionBase] = import_string(f"{settings.SESSION_ENGINE}.SessionStore")
             store(session.session_key).delete()
             sessions += 1
     return {"sign_in_links": links, "sessions": sessions}
