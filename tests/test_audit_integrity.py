@@ -204,6 +204,33 @@ def test_concurrent_writers_inside_transactions_keep_one_linear_chain() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
+def test_writers_with_and_without_transactions_at_once_keep_one_linear_chain() -> None:
+    """Retrievals (no transaction: on PostgreSQL the unlocked append) racing turns (a
+    transaction holding the head until it commits)."""
+
+    def alone(worker: int) -> None:
+        for i in range(12):
+            audit_event_record(
+                channel="webapp", action="responses.get", end_user_id=f"user_{worker}",
+                response_id=f"resp_{worker}x{i}", full_response={"id": f"resp_{worker}x{i}"},
+            )  # fmt: skip
+
+    def in_turns(worker: int) -> None:
+        for i in range(6):
+            with transaction.atomic():
+                for j in range(2):
+                    audit_event_record(
+                        channel="whatsapp", action="responses.create",
+                        end_user_id=f"user_{worker}", response_id=f"resp_{worker}x{i}x{j}",
+                    )  # fmt: skip
+
+    writers = [partial(alone, 0), partial(alone, 1), partial(in_turns, 2), partial(in_turns, 3)]
+    assert at_once(*writers) == [None] * 4
+    assert list(AuditEvent.objects.values_list("sequence", flat=True)) == list(range(1, 49))
+    assert verify().startswith("OK: 48 events")
+
+
+@pytest.mark.django_db(transaction=True)
 def test_an_event_whose_head_moved_meanwhile_is_chained_after_the_new_head(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
