@@ -272,7 +272,7 @@ def _append(
     own event's moment was taken: timestamps follow the chain order. Plain statements:
     the ORM's insert and update cost several times the statements they send, on every
     audited call (docs/benchmarks.md)."""
-    head = _head(connection, lock=lock)
+    head = chain_head(connection, lock=lock)
     if head is None:
         return None
     event = _chained(content, text, body_digest, timestamp, *head)
@@ -308,10 +308,10 @@ def _append(
     return event
 
 
-def _head(connection: BaseDatabaseWrapper, *, lock: bool) -> tuple[int, str] | None:
-    """The head's (sequence, hash), or None if missing. With `lock`, held until the
-    transaction ends (on SQLite the transaction's write lock, taken at BEGIN IMMEDIATE,
-    is the lock)."""
+def chain_head(connection: BaseDatabaseWrapper, *, lock: bool) -> tuple[int, str] | None:
+    """The chain head's (sequence, hash), or None if missing, in one plain statement.
+    With `lock`, held until the transaction ends (on SQLite the transaction's write
+    lock, taken at BEGIN IMMEDIATE, is the lock)."""
     suffix = " FOR UPDATE" if lock and connection.features.has_select_for_update else ""
     with connection.cursor() as cursor:
         cursor.execute(_HEAD_READ + suffix)

@@ -2,7 +2,7 @@
 
 from django.db import connection
 
-from audit.models import AuditChainHead, AuditEvent, LedgerUnavailableError
+from audit.models import AuditChainHead, AuditEvent, LedgerUnavailableError, chain_head
 
 # Every app appends through this one name (the manager method does the work).
 audit_event_record = AuditEvent.objects.record
@@ -10,19 +10,16 @@ audit_event_record = AuditEvent.objects.record
 # retention event that says why (audit/erasure.py).
 audit_content_erase = AuditEvent.objects.erase_content
 
-_HEAD_PRESENT = f"SELECT 1 FROM {AuditChainHead._meta.db_table} WHERE id = 1"  # noqa: S608
-
 
 def audit_ready() -> None:
     """Raise LedgerUnavailableError when an event could not be recorded now. Called
     before anything that must be audited happens (an MKA1 call), so that nothing
     happens unaudited."""
-    # The common case in one plain statement: it runs before every MKA1 call, and the
-    # ORM's query building cost several times the query (docs/benchmarks.md).
-    with connection.cursor() as cursor:
-        cursor.execute(_HEAD_PRESENT)
-        if cursor.fetchone() is not None:
-            return
+    # The common case in one plain statement (the append's own read of the head): it
+    # runs before every MKA1 call, and the ORM's query building cost several times the
+    # query (docs/benchmarks.md).
+    if chain_head(connection, lock=False) is not None:
+        return
     # The second look at the head: a committed event implies a committed head (they
     # start in one transaction), so a ledger started concurrently between the first two
     # reads is not taken for one that lost its head.

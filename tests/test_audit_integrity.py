@@ -240,13 +240,13 @@ def test_an_event_whose_head_moved_meanwhile_is_chained_after_the_new_head(
     read under it.)"""
     record(1)
     if connection.vendor != "postgresql":
-        real_head = audit_models._head
+        real_head = audit_models.chain_head
 
         def locked_only(connection: object, *, lock: bool) -> object:
             assert lock
             return real_head(connection, lock=lock)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(audit_models, "_head", locked_only)
+        monkeypatch.setattr(audit_models, "chain_head", locked_only)
         record(1)
         assert verify().startswith("OK: 2 events")
         return
@@ -293,14 +293,14 @@ def test_a_ledger_started_by_another_writer_between_two_reads_is_not_taken_for_l
 
     monkeypatch.setattr(AuditChainHeadQuerySet, "first", first_look_too_early)
     # The append's own first read of the head came too early as well.
-    real_head = audit_models._head
+    real_head = audit_models.chain_head
     reads: list[bool] = []
 
     def first_read_too_early(connection: Any, *, lock: bool) -> tuple[int, str] | None:
         reads.append(lock)
         return None if len(reads) == 1 else real_head(connection, lock=lock)
 
-    monkeypatch.setattr(audit_models, "_head", first_read_too_early)
+    monkeypatch.setattr(audit_models, "chain_head", first_read_too_early)
     audit_event_record(channel="whatsapp", action="responses.create", end_user_id="user_2")
     assert len(looks) == 2
     assert list(AuditEvent.objects.values_list("sequence", flat=True)) == [1, 2]
