@@ -25,7 +25,7 @@ from audit.integrity import (
     ledger_moment,
 )
 from audit.metrics import AUDIT_EVENTS
-from audit.toolkit import insert_columns, insert_values
+from audit.toolkit import insert_columns, insert_statement, insert_values
 from audit.wire import WireObject, full_response_text
 
 
@@ -294,8 +294,8 @@ def _append(
                 # A body seen before (the same response retrieved again) is not stored
                 # again.
                 cursor.execute(_BODY_INSERT, [body_digest, text])
+            cursor.execute(insert_statement(AuditEvent, connection)[1], values)
             returning = connection.features.can_return_columns_from_insert
-            cursor.execute(_event_insert_sql(returning=returning), values)
             event.pk = cursor.fetchone()[0] if returning else cursor.lastrowid
             cursor.execute(_HEAD_MOVE, [event.sequence, event.hash])
     event._state.adding = False
@@ -451,13 +451,6 @@ _HEAD_MOVE = 'UPDATE "audit_auditchainhead" SET "sequence" = %s, "hash" = %s WHE
 _BODY_INSERT = (
     'INSERT INTO "audit_auditbody" ("digest", "text") VALUES (%s, %s) ON CONFLICT DO NOTHING'
 )
-
-
-@cache
-def _event_insert_sql(*, returning: bool) -> str:
-    placeholders = ", ".join(["%s"] * len(_EVENT_FIELDS))
-    sql = f'INSERT INTO "audit_auditevent" ({_EVENT_COLUMNS}) VALUES ({placeholders})'  # noqa: S608
-    return sql + ' RETURNING "id"' if returning else sql
 
 
 @cache

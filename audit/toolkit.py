@@ -133,6 +133,29 @@ def insert_values(
     return [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
 
 
+# (model, database vendor) -> its fields and INSERT statement; built once each.
+_INSERTS: dict[tuple[type[models.Model], str], tuple[list["models.Field[Any, Any]"], str]] = {}
+
+
+def insert_statement(
+    model: type[models.Model], connection: Any
+) -> tuple[list["models.Field[Any, Any]"], str]:
+    """The fields a hand-written INSERT of `model` sets and the statement itself (with
+    `RETURNING` the primary key where the database has it), built once per model and
+    database vendor: the hot paths that send it run it for every webhook or event."""
+    key = (model, connection.vendor)
+    found = _INSERTS.get(key)
+    if found is None:
+        quote = connection.ops.quote_name
+        fields, columns = insert_columns(model, quote)
+        placeholders = ", ".join(["%s"] * len(fields))
+        sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
+        if connection.features.can_return_columns_from_insert:
+            sql += f" RETURNING {quote(model._meta.pk.column)}"
+        found = _INSERTS[key] = (fields, sql)
+    return found
+
+
 def insert_row(instance: models.Model) -> None:
     """INSERT a new `instance` on the default database as `save()` would (each value
     prepared by its field, defaults and auto_now applied) in one statement, setting its
@@ -145,15 +168,9 @@ def insert_row(instance: models.Model) -> None:
     if not connection.features.can_return_columns_from_insert:
         instance.save()
         return
-    model, quote = type(instance), connection.ops.quote_name
-    fields, columns = insert_columns(model, quote)
-    placeholders = ", ".join(["%s"] * len(fields))
-    table, pk = quote(model._meta.db_table), quote(model._meta.pk.column)
+    fields, sql = insert_statement(type(instance), connection)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {pk}",  # noqa: S608
-            insert_values(instance, fields, connection),
-        )
+        cursor.execute(sql, insert_values(instance, fields, connection))
         instance.pk = cursor.fetchone()[0]
     instance._state.adding = False
     instance._state.db = connection.alias
