@@ -1,6 +1,7 @@
 """Append-only at every layer, a hash chain that verifies, and tampering that is caught."""
 
 import json
+from collections.abc import Callable, Sequence
 from functools import partial
 from io import StringIO
 from pathlib import Path
@@ -159,6 +160,14 @@ def test_a_rolled_back_event_leaves_no_gap() -> None:
     assert verify().startswith("OK: 2 events")
 
 
+def assert_one_chain_from(writers: Sequence[Callable[[], None]], *, events: int) -> None:
+    """Run the writers at once: each finishes, and the ledger is one gapless chain of
+    `events` that verifies."""
+    assert at_once(*writers) == [None] * len(writers)
+    assert list(AuditEvent.objects.values_list("sequence", flat=True)) == list(range(1, events + 1))
+    assert verify().startswith(f"OK: {events} events")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_keep_one_linear_chain() -> None:
     def write(worker: int) -> None:
@@ -170,9 +179,7 @@ def test_concurrent_writers_keep_one_linear_chain() -> None:
                 response_id=f"resp_{worker}x{i}",
             )
 
-    assert at_once(*[partial(write, w) for w in range(4)]) == [None] * 4
-    assert list(AuditEvent.objects.values_list("sequence", flat=True)) == list(range(1, 61))
-    assert verify().startswith("OK: 60 events")
+    assert_one_chain_from([partial(write, w) for w in range(4)], events=60)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -197,9 +204,7 @@ def test_concurrent_writers_inside_transactions_keep_one_linear_chain() -> None:
             except RuntimeError:
                 pass
 
-    assert at_once(*[partial(write, w) for w in range(4)]) == [None] * 4
-    assert list(AuditEvent.objects.values_list("sequence", flat=True)) == list(range(1, 33))
-    assert verify().startswith("OK: 32 events")
+    assert_one_chain_from([partial(write, w) for w in range(4)], events=32)
     assert AuditChainHead.objects.get().sequence == 32
 
 
@@ -225,9 +230,7 @@ def test_writers_with_and_without_transactions_at_once_keep_one_linear_chain() -
                     )  # fmt: skip
 
     writers = [partial(alone, 0), partial(alone, 1), partial(in_turns, 2), partial(in_turns, 3)]
-    assert at_once(*writers) == [None] * 4
-    assert list(AuditEvent.objects.values_list("sequence", flat=True)) == list(range(1, 49))
-    assert verify().startswith("OK: 48 events")
+    assert_one_chain_from(writers, events=48)
 
 
 @pytest.mark.django_db(transaction=True)
