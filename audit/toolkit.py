@@ -115,6 +115,74 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return False
 
 
+def db_names(model: Any, *fields: str) -> list[str]:
+    """`model`'s table and the columns of `fields`, for a hand-written statement."""
+    meta = model._meta
+    return [meta.db_table, *(meta.get_field(name).column for name in fields)]
+
+
+def one_row(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
+    """The first row of a hand-written SELECT on the default database, or None."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row: tuple[Any, ...] | None = cursor.fetchone()
+    return row
+
+
+def rows_changed(sql: str, params: list[Any]) -> int:
+    """Run a hand-written UPDATE (or DELETE) on the default database: how many rows."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        count: int = cursor.rowcount
+    return count
+
+
+# (model, fields, key fields, database vendor) -> the fields and their UPDATE statement.
+_UPDATES: dict[tuple[Any, ...], tuple[list[Any], str]] = {}
+
+
+def rows_update(instance: models.Model, fields: list[str], *, by: tuple[str, ...] = ()) -> int:
+    """UPDATE `fields` of the rows whose `by` fields (the primary key if none) hold
+    `instance`'s values, to `instance`'s values, as `save(update_fields=…)` prepares
+    them (auto_now applied), in one plain statement built once per model, fields and
+    database: for hot paths, where the ORM's save cost more CPU than the statement.
+    How many rows changed. No model signals are sent (tests/test_webhook_queries.py
+    checks the models written this way have no receivers)."""
+    from django.db import connection
+
+    model = type(instance)
+    key = (model, tuple(fields), by, connection.vendor)
+    found = _UPDATES.get(key)
+    if found is None:
+        quote = connection.ops.quote_name
+        meta = model._meta
+        by_name = {field.name: field for field in meta.concrete_fields}
+        chosen = [by_name[name] for name in fields]
+        keys = [by_name[name] for name in by] if by else [meta.pk]
+        assignments = ", ".join(f"{quote(field.column)} = %s" for field in chosen)
+        where = " AND ".join(f"{quote(field.column)} = %s" for field in keys)
+        sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {where}"  # noqa: S608
+        found = _UPDATES[key] = ([*chosen, *keys], sql)
+    prepared, sql = found
+    values = [
+        field.get_db_prep_save(field.pre_save(instance, False), connection) for field in prepared
+    ]
+    return rows_changed(sql, values)
+
+
+def update_row(instance: models.Model, fields: list[str]) -> None:
+    """`instance.save(update_fields=fields)` as one plain UPDATE (rows_update); a row
+    that is gone raises as save() does."""
+    from django.db import DatabaseError
+
+    if not rows_update(instance, fields):
+        raise DatabaseError("Save with update_fields did not affect any rows.")
+
+
 def insert_columns(
     model: type[models.Model], quote: Callable[[str], str]
 ) -> tuple[list["models.Field[Any, Any]"], str]:
@@ -174,3 +242,48 @@ def insert_row(instance: models.Model) -> None:
         instance.pk = cursor.fetchone()[0]
     instance._state.adding = False
     instance._state.db = connection.alias
+
+
+class Columns:
+    """`model`'s concrete columns for a hand-written SELECT, as `alias.column, …`, and
+    the instance built from a row of them, each value converted as the ORM converts it
+    (aware datetimes on SQLite, JSON decoded): for the hot paths' reads, where building
+    the query with the ORM cost several times the statement (docs/benchmarks.md)."""
+
+    def __init__(self, model: type[models.Model], alias: str, connection: Any) -> None:
+        fields = list(model._meta.concrete_fields)
+        quote = connection.ops.quote_name
+        self.model = model
+        self.width = len(fields)
+        self.sql = ", ".join(f"{alias}.{quote(field.column)}" for field in fields)
+        self._attnames = [field.attname for field in fields]
+        self._converters = []
+        for position, field in enumerate(fields):
+            column = field.get_col(alias)
+            found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+            if found:
+                self._converters.append((position, found, column))
+        self._alias = connection.alias
+
+    def instance(self, row: tuple[Any, ...], connection: Any, start: int = 0) -> Any:
+        """The instance in `row[start:start + width]`, as loaded from the database."""
+        values = list(row[start : start + self.width])
+        for position, converters, column in self._converters:
+            value = values[position]
+            for converter in converters:
+                value = converter(value, column, connection)
+            values[position] = value
+        return self.model.from_db(self._alias, self._attnames, values)
+
+
+# (model, alias, database vendor) -> its Columns; built once each.
+_COLUMNS: dict[tuple[type[models.Model], str, str], Columns] = {}
+
+
+def columns(model: type[models.Model], alias: str, connection: Any) -> Columns:
+    """`Columns` of `model` under the table alias `alias`, built once per database vendor."""
+    key = (model, alias, connection.vendor)
+    found = _COLUMNS.get(key)
+    if found is None:
+        found = _COLUMNS[key] = Columns(model, alias, connection)
+    return found

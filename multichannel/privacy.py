@@ -55,13 +55,13 @@ from multichannel.models import (
     UserMessage,
 )
 from multichannel.processing import (
-    UNFINISHED,
     error_text,
     lease_acquire,
     lease_release,
     retry_delay_for,
 )
 from multichannel.redaction import redact, redact_value
+from multichannel.selectors import UNFINISHED
 
 logger = logging.getLogger(__name__)
 

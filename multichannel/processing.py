@@ -19,10 +19,11 @@ from functools import partial
 from typing import Literal, cast
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from audit.toolkit import db_names, rows_changed, update_row
 from multichannel.channels import (
     DeliveryError,
     contextual_kind,
@@ -38,6 +39,11 @@ from multichannel.metrics import GIVE_UPS, RETRIES
 from multichannel.mka1 import Channel, Mka1Error, client
 from multichannel.models import ProcessingLease, UserMessage
 from multichannel.redaction import exception_text, redact
+from multichannel.selectors import (
+    UNFINISHED,
+    message_next_unfinished,
+    messages_unfinished_exist,
+)
 from multichannel.services import (
     ChainConflictError,
     conversation_ensure,
@@ -56,20 +62,44 @@ ANSWERED_BY_MKA1 = (
     UserMessage.Kind.IMAGE,
     UserMessage.Kind.DOCUMENT,
 )
-UNFINISHED = (UserMessage.State.QUEUED, UserMessage.State.ANSWERED)
 
+# What an answer (or a fixed reply, or giving up) sets on the message.
+ANSWER_FIELDS = [
+    "state",
+    "reply_text",
+    "turn",
+    "attempts",
+    "next_attempt_at",
+    "limited",
+    "error",
+    "updated_at",
+]
 
 # --- the lease ---------------------------------------------------------------------
+
+
+# Taken, renewed and ended several times a message: plain statements (the ORM's UPDATE
+# cost several times the statement, docs/benchmarks.md).
+_LEASE, _HOLDER, _OWNER, _EXPIRES = db_names(ProcessingLease, "end_user", "owner", "expires_at")
+_LEASE_TAKE = (
+    f"UPDATE {_LEASE} SET {_OWNER} = %s, {_EXPIRES} = %s "  # noqa: S608
+    f"WHERE {_HOLDER} = %s AND ({_EXPIRES} <= %s OR {_OWNER} = %s)"
+)
+_LEASE_END = (
+    f"UPDATE {_LEASE} SET {_OWNER} = '', {_EXPIRES} = %s "  # noqa: S608
+    f"WHERE {_HOLDER} = %s AND {_OWNER} = %s"
+)
+
+
+def _moment(value: datetime) -> object:
+    return connection.ops.adapt_datetimefield_value(value)
 
 
 def lease_acquire(end_user_id: str, owner: str) -> bool:
     now = timezone.now()
     expires = now + timedelta(seconds=settings.TURN_LEASE_SECONDS)
     # Ours already, or run out: taken (or renewed, nearly always) in one statement.
-    taken = ProcessingLease.objects.filter(
-        Q(expires_at__lte=now) | Q(owner=owner), end_user_id=end_user_id
-    ).update(owner=owner, expires_at=expires)
-    if taken:
+    if rows_changed(_LEASE_TAKE, [owner, _moment(expires), end_user_id, _moment(now), owner]):
         return True
     try:
         with transaction.atomic():
@@ -82,9 +112,8 @@ def lease_acquire(end_user_id: str, owner: str) -> bool:
 def lease_release(end_user_id: str, owner: str) -> None:
     # A lease left behind would keep everyone off this user's messages until it expires.
     # Ended, not deleted: the user's next message takes the row back with one UPDATE.
-    ended = ProcessingLease.objects.filter(end_user_id=end_user_id, owner=owner)
     stored_despite_outage(
-        lambda: ended.update(owner="", expires_at=timezone.now()),
+        lambda: rows_changed(_LEASE_END, [_moment(timezone.now()), end_user_id, owner]),
         what=f"the release of the lease on {end_user_id}",
         wait=client().wait,
     )
@@ -113,18 +142,13 @@ def user_messages_process(*, end_user_id: str) -> ProcessResult:
             return result
         # A message stored after our last look found the lease taken and left it to
         # us; look once more now that the lease is free.
-        if not UserMessage.objects.filter(end_user_id=end_user_id, state__in=UNFINISHED).exists():
+        if not messages_unfinished_exist(end_user_id):
             return result
 
 
 def _drain(end_user_id: str, owner: str) -> ProcessResult:
     while True:
-        message = (
-            UserMessage.objects.filter(end_user_id=end_user_id, state__in=UNFINISHED)
-            .select_related("end_user")
-            .order_by("sent_at", "id")
-            .first()
-        )
+        message = message_next_unfinished(end_user_id)
         if message is None:
             return ProcessResult("done")
         if message.next_attempt_at and message.next_attempt_at > timezone.now():
@@ -244,18 +268,7 @@ def _mark_answered(message: UserMessage, *, reply_text: str, turn: object = None
     message.turn = turn  # type: ignore[assignment]
     message.attempts = 0
     message.next_attempt_at = None
-    message.save(
-        update_fields=[
-            "state",
-            "reply_text",
-            "turn",
-            "attempts",
-            "next_attempt_at",
-            "limited",
-            "error",
-            "updated_at",
-        ]
-    )
+    update_row(message, ANSWER_FIELDS)
 
 
 def _mark_limited(message: UserMessage) -> None:
@@ -309,7 +322,7 @@ def _deliver(message: UserMessage) -> bool:
     # The reply went out: saving that through a brief outage keeps a retry from
     # preparing (and for LOGIN, issuing) it again.
     stored_despite_outage(
-        partial(message.save, update_fields=["state", "attempts", "next_attempt_at", "updated_at"]),
+        partial(update_row, message, ["state", "attempts", "next_attempt_at", "updated_at"]),
         what=f"the delivery of message {message.pk}",
         wait=client().wait,
     )

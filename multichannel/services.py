@@ -9,10 +9,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_event_record
+from audit.toolkit import db_names, insert_row, rows_changed
 from multichannel.durability import stored_despite_outage
 from multichannel.limits import window_count
 from multichannel.mka1 import (
@@ -25,6 +27,7 @@ from multichannel.mka1 import (
 )
 from multichannel.models import Conversation, EndUser, Turn, UserMessage
 from multichannel.redaction import redact, redact_value
+from multichannel.selectors import conversation_of_end_user
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ def end_user_create() -> EndUser:
 
 def conversation_ensure(*, end_user: EndUser, channel: Channel) -> Conversation:
     """The end user's conversation, created through MKA1 on first use and then reused."""
-    existing = Conversation.objects.filter(end_user=end_user).first()
+    existing = conversation_of_end_user(end_user=end_user)
     if existing is not None:
         return existing
     mka1 = client()
@@ -71,7 +74,7 @@ def conversation_ensure(*, end_user: EndUser, channel: Channel) -> Conversation:
     except IntegrityError:
         # Another worker created it first; theirs is the one in use from now on. Any
         # other integrity error is not a race and must not be taken for one.
-        existing = Conversation.objects.filter(end_user=end_user).first()
+        existing = conversation_of_end_user(end_user=end_user)
         if existing is None:
             raise
         logger.warning("conversation for %s created twice; keeping the first", end_user.id)
@@ -148,6 +151,21 @@ def turn_request(
     return response
 
 
+# A turn's link in the conversation's chain: plain statements (the ORM's lock, read and
+# save of the row cost several times the statements, docs/benchmarks.md).
+_CONVERSATION, _CONVERSATION_ID, _HEAD, _CHANGED = db_names(
+    Conversation, "id", "previous_response_id", "updated_at"
+)
+_CHAIN_ADVANCE_FROM_NONE = (
+    f"UPDATE {_CONVERSATION} SET {_HEAD} = %s, {_CHANGED} = %s "  # noqa: S608
+    f"WHERE {_CONVERSATION_ID} = %s AND {_HEAD} IS NULL"
+)
+_CHAIN_ADVANCE = (
+    f"UPDATE {_CONVERSATION} SET {_HEAD} = %s, {_CHANGED} = %s "  # noqa: S608
+    f"WHERE {_CONVERSATION_ID} = %s AND {_HEAD} = %s"
+)
+
+
 def turn_store(
     *,
     conversation: Conversation,
@@ -163,29 +181,46 @@ def turn_store(
     """
     expected_head = conversation.previous_response_id
     with transaction.atomic():
-        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        if locked.previous_response_id != expected_head:
-            raise ChainConflictError(
-                f"conversation {locked.mka1_conversation_id} moved from {expected_head} "
-                f"to {locked.previous_response_id} during the turn"
+        # The chain moves on only from the head the request was built on: one UPDATE
+        # that locks the row (a concurrent turn waits, then finds the head moved).
+        advance = _CHAIN_ADVANCE_FROM_NONE if expected_head is None else _CHAIN_ADVANCE
+        moved_on = rows_changed(
+            advance,
+            [
+                response.id,
+                connection.ops.adapt_datetimefield_value(timezone.now()),
+                conversation.pk,
+                *([] if expected_head is None else [expected_head]),
+            ],
+        )
+        if not moved_on:
+            head = (
+                Conversation.objects.filter(pk=conversation.pk)
+                .values_list("previous_response_id", flat=True)
+                .first()
             )
-        turn = Turn.objects.create(
+            raise ChainConflictError(
+                f"conversation {conversation.mka1_conversation_id} moved from {expected_head} "
+                f"to {head} during the turn"
+            )
+        turn = Turn(
             response_id=response.id,
-            end_user_id=locked.end_user_id,
-            conversation=locked,
+            end_user_id=conversation.end_user_id,
+            conversation=conversation,
             channel=channel,
             previous_response_id=expected_head,
             input_text=text,
             output_text=assistant_text(response.data),
         )
-        locked.previous_response_id = response.id
-        locked.save(update_fields=["previous_response_id", "updated_at"])
+        insert_row(turn)
         audit_event_record(
             channel=channel,
             action=AuditAction.RESPONSES_CREATE,
-            end_user_id=locked.end_user_id,
+            end_user_id=conversation.end_user_id,
             response_id=response.id,
-            conversation_id=response_conversation_id(response.data) or locked.mka1_conversation_id,
+            conversation_id=(
+                response_conversation_id(response.data) or conversation.mka1_conversation_id
+            ),
             previous_response_id=response.data.get("previous_response_id"),
             full_response=response,
             api_key_fingerprint=client().key_fingerprint,

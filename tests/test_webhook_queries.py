@@ -16,7 +16,7 @@ from django.db.models import signals
 from django.utils import timezone
 
 from audit.toolkit import insert_row
-from multichannel.models import Channel, EndUser, UserMessage
+from multichannel.models import Channel, Conversation, EndUser, ProcessingLease, Turn, UserMessage
 from multichannel.sandbox import whatsapp as wa
 from tests.support.threads import at_once
 from tests.support.webhooks import PostWebhook, webhook_deliver
@@ -221,10 +221,21 @@ def test_rows_the_fan_out_inserts_are_the_rows_save_would_write() -> None:
         assert getattr(stored, "updated_at", stored.created_at) is not None
 
 
-@pytest.mark.parametrize("model", [WebhookDelivery, UserMessage, InboundMessage])
-def test_models_inserted_without_save_have_no_signal_receivers(model: type) -> None:
-    # insert_row sends no model signals: a receiver added for one of these models
-    # would silently never run.
+@pytest.mark.parametrize(
+    "model",
+    [
+        WebhookDelivery,
+        UserMessage,
+        InboundMessage,
+        OutboundMessage,
+        Turn,
+        Conversation,
+        ProcessingLease,
+    ],
+)
+def test_models_written_without_save_have_no_signal_receivers(model: type) -> None:
+    # insert_row, update_row and the hot paths' plain UPDATEs send no model signals: a
+    # receiver added for one of these models would silently never run.
     for signal in (signals.pre_save, signals.post_save):
         assert not signal.has_listeners(model), f"{signal} has a receiver for {model}"
 

@@ -366,21 +366,20 @@ def test_an_answer_from_mka1_is_stored_through_a_locked_database_not_asked_again
 
 
 def test_a_lease_is_released_through_a_locked_database(
-    receive, monkeypatch, no_backoff_sleep: list[float]
+    receive, no_backoff_sleep: list[float]
 ) -> None:
-    from django.db import OperationalError
-    from django.db.models import QuerySet
+    from django.db import OperationalError, connection
 
-    original = QuerySet.update
+    lease_table = ProcessingLease._meta.db_table
     failures = iter([False, False, False, True])  # taken, renewed twice, then released
 
-    def locked_once(queryset: QuerySet, **changes: object) -> int:
-        if queryset.model is ProcessingLease and next(failures, False):
+    def locked_once(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        if sql.startswith(f"UPDATE {lease_table}") and next(failures, False):
             raise OperationalError("database is locked")
-        return original(queryset, **changes)
+        return execute(sql, params, many, context)
 
-    monkeypatch.setattr(QuerySet, "update", locked_once)
-    receive(wa.message_event(text="released late"))
+    with connection.execute_wrapper(locked_once):
+        receive(wa.message_event(text="released late"))
     assert sent_texts() == ["You said: released late"]
     # Left behind, the lease would keep the user's next message waiting until it expired.
     assert not ProcessingLease.objects.filter(expires_at__gt=timezone.now()).exists()
@@ -656,22 +655,26 @@ def the_first_user_id() -> str:
     return UserMessage.objects.order_by("id").first().end_user_id
 
 
-def test_login_delivered_but_not_saved_as_delivered_issues_no_second_link(
-    receive, monkeypatch
-) -> None:
+def test_login_delivered_but_not_saved_as_delivered_issues_no_second_link(receive) -> None:
+    from django.db import connection
+
     from web.models import SignInLink
 
-    original = UserMessage.save
     failures = {"left": 8}  # longer than stored_despite_outage waits
+    messages = UserMessage._meta.db_table
 
-    def save(self, *args, **kwargs):
-        if self.state == UserMessage.State.DELIVERED and failures["left"]:
+    def locked(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        delivered = sql.startswith(f'UPDATE "{messages}"') and (
+            UserMessage.State.DELIVERED in (params or ())
+        )
+        if delivered and failures["left"]:
             failures["left"] -= 1
             raise OperationalError("database is locked")
-        return original(self, *args, **kwargs)
+        return execute(sql, params, many, context)
 
-    monkeypatch.setattr(UserMessage, "save", save)
-    receive(wa.message_event(text="LOGIN"))
+    with connection.execute_wrapper(locked):
+        receive(wa.message_event(text="LOGIN"))
+    assert failures["left"] == 0
     assert the_message().state == UserMessage.State.ANSWERED  # the reply went out...
     assert len(sent_texts()) == 1
     run_due_work()  # ...and the retry finds every part sent

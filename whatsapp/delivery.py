@@ -14,9 +14,9 @@ from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db.models import Max, Q
 from django.utils import timezone
 
+from audit.toolkit import insert_row, rows_update
 from multichannel.channels import (
     DeliveryPermanentError,
     DeliveryTransientError,
@@ -31,8 +31,8 @@ from whatsapp.formatting import whatsapp_markdown
 from whatsapp.graph import GraphClient, GraphError, graph_client, split_message
 from whatsapp.models import InboundMessage, OutboundMessage, WhatsAppIdentity
 from whatsapp.privacy import ERASE
-from whatsapp.selectors import inbound_of
-from whatsapp.services import START, STOP
+from whatsapp.selectors import inbound_of, last_written_before, parts_sent, written_since
+from whatsapp.services import START, STOP, read_mark_store
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +56,7 @@ def whatsapp_deliver(message: UserMessage) -> None:
     _mark_read(graph, inbound)
     address = _Address(identity)
     kept_parts = split_message(whatsapp_markdown(reply_to_keep(message)))
-    sent = set(
-        OutboundMessage.objects.filter(user_message=message, wamid__isnull=False).values_list(
-            "part", flat=True
-        )
-    )
+    sent = parts_sent(message)
     if all(part in sent for part in range(len(kept_parts))):
         return  # every part went out before (the delivered state was not saved then)
     if _outside_window(identity):
@@ -68,7 +64,7 @@ def whatsapp_deliver(message: UserMessage) -> None:
         return
     # Quote the message answered when the user has written since: the reply is then
     # clearly about this one, not the latest.
-    quote = inbound.wamid if _written_since(message) else None
+    quote = inbound.wamid if written_since(message) else None
     for part, text in enumerate(split_message(whatsapp_markdown(reply_to_send(message)))):
         if part in sent:
             continue
@@ -100,21 +96,12 @@ def _mark_read(graph: GraphClient, inbound: InboundMessage) -> None:
     except GraphError as exc:
         logger.info("could not mark %s read: %s", inbound.wamid, exc)  # cosmetic only
     else:
-        inbound.read_marked = True
-        inbound.save(update_fields=["read_marked"])
+        read_mark_store(inbound)
 
 
 def _outside_window(identity: WhatsAppIdentity) -> bool:
-    last = InboundMessage.objects.filter(identity=identity).aggregate(last=Max("sent_at"))["last"]
     window = timedelta(hours=settings.WHATSAPP_WINDOW_HOURS)
-    return last is not None and timezone.now() - last > window
-
-
-def _written_since(message: UserMessage) -> bool:
-    later = UserMessage.objects.filter(end_user_id=message.end_user_id).filter(
-        Q(sent_at__gt=message.sent_at) | Q(sent_at=message.sent_at, pk__gt=message.pk)
-    )
-    return later.exclude(kind=UserMessage.Kind.FEEDBACK).exists()
+    return last_written_before(identity, timezone.now() - window)
 
 
 def _reengage(
@@ -181,9 +168,9 @@ def _outbound_keep(message: UserMessage, part: int, **fields: object) -> None:
     """Write one part's row: an UPDATE when it exists (a retry after a failure), else an
     INSERT. No lock or savepoint: one worker holds this user's lease, and a repeat after
     a lost answer finds the row and updates it to the same values."""
-    rows = OutboundMessage.objects.filter(user_message=message, part=part)
-    if not rows.update(**fields, updated_at=timezone.now()):
-        OutboundMessage.objects.create(user_message=message, part=part, **fields)
+    outbound = OutboundMessage(user_message=message, part=part, **fields)
+    if not rows_update(outbound, [*fields, "updated_at"], by=("user_message", "part")):
+        insert_row(outbound)
 
 
 def _failed(

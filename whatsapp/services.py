@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_event_record
-from audit.toolkit import insert_row
+from audit.toolkit import db_names, insert_row, rows_changed, update_row
 from multichannel.channels import command_kind
 from multichannel.durability import written_promptly
 from multichannel.models import Channel, EndUser, Media, UserMessage
@@ -29,6 +29,7 @@ from whatsapp.payload import (
     parse_webhook,
     storable,
 )
+from whatsapp.selectors import deliveries_waiting_upto, delivery_claim, identity_matching
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def identity_resolve(
         match |= Q(bsuid=bsuid)
     # Nearly every message comes from a sender we already know by exactly these ids:
     # one plain read, and no lock, as nothing is written.
-    identity = WhatsAppIdentity.objects.filter(match).first()
+    identity = identity_matching(wa_id=wa_id, bsuid=bsuid)
     if identity is None and not isolated:
         return WhatsAppIdentity.objects.create(
             end_user=EndUser.objects.create(), wa_id=wa_id or None, bsuid=bsuid or None
@@ -207,11 +208,7 @@ _fan_out_lock = threading.Lock()
 def _fan_out_upto(delivery_id: int) -> list[WebhookResult]:
     results: list[WebhookResult] = []
     while True:
-        waiting = list(
-            WebhookDelivery.objects.filter(pk__lte=delivery_id, processed_at__isnull=True)
-            .order_by("pk")
-            .values_list("pk", flat=True)[:FAN_OUT_BATCH]
-        )
+        waiting = deliveries_waiting_upto(delivery_id, limit=FAN_OUT_BATCH)
         for pk in waiting:
             try:
                 result = _delivery_store(pk)
@@ -262,12 +259,7 @@ def _webhook_store(pk: int, *, careful: bool) -> WebhookResult | None:
         # Claims the delivery before anything is parsed: a second worker on it waits
         # here for this transaction and then finds it processed (SQLite has no row
         # locks; its writing transactions queue for the one write lock instead).
-        delivery = (
-            WebhookDelivery.objects.select_for_update()
-            .filter(pk=pk, processed_at__isnull=True)
-            .only("pk", "raw_body", "received_at")
-            .first()
-        )
+        delivery = delivery_claim(pk)
         if delivery is None:
             return None
         parsed = parse_webhook(_payload(delivery.raw_body), received_at=delivery.received_at)
@@ -290,11 +282,10 @@ def _webhook_store(pk: int, *, careful: bool) -> WebhookResult | None:
         applied = statuses_apply(parsed.statuses)
         if parsed.preferences:
             preferences_apply(parsed.preferences)
-        WebhookDelivery.objects.filter(pk=pk).update(
-            processed_at=timezone.now(),
-            message_count=len(parsed.messages),
-            status_count=len(parsed.statuses),
-        )
+        delivery.processed_at = timezone.now()
+        delivery.message_count = len(parsed.messages)
+        delivery.status_count = len(parsed.statuses)
+        update_row(delivery, ["processed_at", "message_count", "status_count"])
     for end_user_id in sorted(users):
         process_end_user_on_commit(end_user_id)
     return WebhookResult(pk, stored, duplicates, applied)
@@ -410,6 +401,17 @@ def preferences_apply(preferences: list[PreferenceUpdate]) -> int:
             at=preference.at,
         )
     return applied
+
+
+_INBOUND, _INBOUND_ID, _READ_MARKED = db_names(InboundMessage, "id", "read_marked")
+_MARK_READ = f"UPDATE {_INBOUND} SET {_READ_MARKED} = %s WHERE {_INBOUND_ID} = %s"  # noqa: S608
+
+
+def read_mark_store(inbound: InboundMessage) -> None:
+    """Keep that the user's message was marked read (by the read receipt or the typing
+    indicator), so neither is sent for it again: one plain UPDATE on every message."""
+    inbound.read_marked = True
+    rows_changed(_MARK_READ, [True, inbound.pk])
 
 
 def opt_out_set(

@@ -17,7 +17,7 @@ from whatsapp.graph import EXPIRED_URL, GraphError, MediaTooLargeError, graph_cl
 from whatsapp.models import InboundMessage, OutboundMessage
 from whatsapp.privacy import ERASE, ERASE_CONFIRM
 from whatsapp.selectors import inbound_of
-from whatsapp.services import START, opt_out_set
+from whatsapp.services import START, opt_out_set, read_mark_store
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +102,7 @@ def _typing_sent(inbound: InboundMessage, *, save: bool = True) -> bool:
         logger.info("no typing indicator for %s: %s", inbound.wamid, exc)
         return False
     if save and not inbound.read_marked:  # the indicator marks the message read too
-        inbound.read_marked = True
-        inbound.save(update_fields=["read_marked"])
+        read_mark_store(inbound)
     return True
 
 
