@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import requests
 from django.core.signals import setting_changed
+from django.db import connection
 from requests.adapters import BaseAdapter, HTTPAdapter
 
 from multichannel.metrics import OUTSIDE_CALLS, OUTSIDE_SECONDS, operation_label
@@ -192,6 +193,7 @@ class ServiceClient:
         path = urlsplit(url).path
         base = urlsplit(self.base_url).path
         operation = operation_label(method, path[len(base) :] if path.startswith(base) else path)
+        connection_hand_back()
         started = time.monotonic()
         try:
             response = self.session.request(
@@ -249,6 +251,19 @@ class ServiceClient:
         if self._secret:
             text = text.replace(self._secret, "[redacted]")
         return redact(text)
+
+
+def connection_hand_back() -> None:
+    """Before a call that may take seconds: with a connection pool (PostgreSQL with
+    DATABASE_POOL_MAX_SIZE) and no transaction open, give this thread's database
+    connection back to the pool; its next query takes one again. Without a pool the
+    thread keeps its connection (reopening one would cost more than the wait saves)."""
+    if database_pooled() and not connection.in_atomic_block:
+        connection.close()
+
+
+def database_pooled() -> bool:
+    return bool(connection.settings_dict["OPTIONS"].get("pool"))
 
 
 def _never_reached_server(exc: requests.ConnectionError) -> bool:

@@ -290,7 +290,19 @@ HUEY: dict[str, Any] = {
     },
 }
 if REDIS_URL:
-    HUEY.update({"huey_class": "huey.RedisHuey", "url": REDIS_URL})
+    from redis import ConnectionPool
+
+    HUEY.update(
+        {
+            "huey_class": "huey.RedisHuey",
+            # Every consumer thread blocks on the queue with a connection of its own, and
+            # the tasks queue more work besides: redis-py's default of 100 connections
+            # would fail a consumer of more than about 90 threads.
+            "connection_pool": ConnectionPool.from_url(
+                REDIS_URL, max_connections=max(100, HUEY["consumer"]["workers"] + 32)
+            ),
+        }
+    )
 else:
     HUEY.update(
         {
@@ -403,6 +415,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # more than the webhook's own work). No health check by default: it is a `SELECT 1`
 # before the first query of every request; a connection broken meanwhile (a database
 # restart) fails that one request, Django then drops it, and Meta redelivers.
+# PostgreSQL with DATABASE_POOL_MAX_SIZE: each process shares a pool of at most that
+# many connections among its threads instead of keeping one per thread, and a thread
+# hands its connection back while it waits on MKA1 or the Graph API (multichannel.http):
+# a consumer can then run more threads than the server takes connections.
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=0)
+if DATABASE_POOL_MAX_SIZE and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(2, DATABASE_POOL_MAX_SIZE),
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        # How long a thread waits for a free connection before its work fails (and is
+        # retried like any database outage).
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them; Django must not
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", env.bool("CONN_HEALTH_CHECKS", default=False))
 

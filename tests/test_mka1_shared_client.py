@@ -2,6 +2,7 @@
 the audit by its key's fingerprint.
 """
 
+import contextlib
 import hashlib
 import re
 
@@ -115,3 +116,28 @@ def test_the_shared_client_reaches_the_sandbox_in_process() -> None:
         adapter = mka1.client().session.get_adapter("sandbox://mka1/api/v1/llm/responses")
 
     assert isinstance(adapter, InProcessAdapter)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("pooled", "in_transaction", "handed_back"), [
+    (True, False, True), (True, True, False), (False, False, False),
+])  # fmt: skip
+def test_a_pooled_connection_is_handed_back_for_an_outside_call(
+    monkeypatch: pytest.MonkeyPatch,
+    pooled: bool,
+    in_transaction: bool,
+    handed_back: bool,
+) -> None:
+    # A consumer thread waiting on MKA1 (or the Graph API) holds no pooled connection,
+    # so more threads can wait than the database takes connections; never inside a
+    # transaction, which the connection must carry.
+    from django.db import connection, transaction
+
+    from multichannel import http
+
+    closes: list[bool] = []
+    monkeypatch.setattr(http, "database_pooled", lambda: pooled)
+    monkeypatch.setattr(connection, "close", lambda: closes.append(connection.in_atomic_block))
+    with transaction.atomic() if in_transaction else contextlib.nullcontext():
+        assert mka1.client().create_conversation("end-user-1").id.startswith("conv_")
+    assert closes == ([False] if handed_back else [])

@@ -31,8 +31,9 @@ def _database_url() -> str:
 
 
 @pytest.fixture
-def consumer() -> Iterator[subprocess.Popen[str]]:
-    """A real consumer on the test database and the test queue, with thread workers."""
+def consumer(request: pytest.FixtureRequest) -> Iterator[subprocess.Popen[str]]:
+    """A real consumer on the test database and the test queue, with thread workers;
+    parametrized indirectly, the size of its database connection pool."""
     HUEY.immediate = False
     HUEY.flush()
     # DEBUG on: the sandbox stands in for MKA1 and Graph, which production refuses.
@@ -42,6 +43,9 @@ def consumer() -> Iterator[subprocess.Popen[str]]:
         "HUEY_IMMEDIATE": "false",
         "DEBUG": "true",
     }
+    pool = getattr(request, "param", None)
+    if pool is not None:
+        env["DATABASE_POOL_MAX_SIZE"] = str(pool)
     process = subprocess.Popen(
         [sys.executable, "manage.py", "run_huey", "--workers", "4", "--worker-type", "thread"],
         cwd=ROOT,
@@ -72,6 +76,11 @@ def wait_for(condition, timeout: float = 30.0) -> bool:
     return False
 
 
+# With a pool of one connection (PostgreSQL; SQLite has no pool and ignores it), the
+# four threads share it: a thread that kept its connection through an MKA1 or Graph
+# call, or called one inside a transaction, would hold up the others past the pool's
+# timeout.
+@pytest.mark.parametrize("consumer", [None, 1], indirect=True, ids=["own", "pool-of-one"])
 @pytest.mark.django_db(transaction=True)
 def test_a_real_consumer_answers_queued_messages_in_order(
     consumer: subprocess.Popen[str], post_webhook: PostWebhook

@@ -246,3 +246,39 @@ def test_production_installs_and_migrates_no_sandbox_table(tmp_path: Path) -> No
     demo = run_manage(tmp_path, "demo", **PRODUCTION_VARS)
     assert demo.returncode != 0
     assert "Unknown command: 'demo'" in demo.stderr
+
+
+def test_a_consumer_of_many_threads_gets_a_queue_connection_for_each(tmp_path: Path) -> None:
+    # redis-py's pools stop at 100 connections by default; each consumer thread blocks
+    # on the queue with one of its own.
+    result = run_manage(
+        tmp_path,
+        "shell",
+        "--no-imports",
+        "-c",
+        "from django.conf import settings as s; print(s.HUEY['connection_pool'].max_connections)",
+        DEBUG="true",
+        REDIS_URL="redis://127.0.0.1:6379/15",
+        HUEY_WORKERS="200",
+    )
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) >= 200 + 32
+
+
+def test_a_database_pool_replaces_persistent_connections(tmp_path: Path) -> None:
+    show = "from django.conf import settings as s; d = s.DATABASES['default']; "
+    show += "print(d['OPTIONS'].get('pool'), d['CONN_MAX_AGE'])"
+    postgres = "postgres://postgres@127.0.0.1:5432/multichannel"
+    pooled = run_manage(
+        tmp_path, "shell", "--no-imports", "-c", show, DEBUG="true",
+        DATABASE_URL=postgres, DATABASE_POOL_MAX_SIZE="16",
+    )  # fmt: skip
+    assert pooled.returncode == 0, pooled.stderr
+    assert pooled.stdout.split() == ["{'min_size':", "2,", "'max_size':", "16,", "'timeout':",
+                                     "30.0}", "0"]  # fmt: skip
+    # SQLite has no pool: the setting changes nothing there.
+    embedded = run_manage(
+        tmp_path, "shell", "--no-imports", "-c", show, DEBUG="true", DATABASE_POOL_MAX_SIZE="16"
+    )
+    assert embedded.returncode == 0, embedded.stderr
+    assert embedded.stdout.split() == ["None", "60"]
