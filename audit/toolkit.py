@@ -141,45 +141,36 @@ def rows_changed(sql: str, params: list[Any]) -> int:
     return count
 
 
-# (model, fields, key fields, database vendor) -> the fields and their UPDATE statement.
+# (model, fields, database vendor) -> the fields and their UPDATE statement; likewise
+# for upsert_row's statements.
 _UPDATES: dict[tuple[Any, ...], tuple[list[Any], str]] = {}
 
 
-def rows_update(instance: models.Model, fields: list[str], *, by: tuple[str, ...] = ()) -> int:
-    """UPDATE `fields` of the rows whose `by` fields (the primary key if none) hold
-    `instance`'s values, to `instance`'s values, as `save(update_fields=…)` prepares
-    them (auto_now applied), in one plain statement built once per model, fields and
-    database: for hot paths, where the ORM's save cost more CPU than the statement.
-    How many rows changed. No model signals are sent (tests/test_webhook_queries.py
-    checks the models written this way have no receivers)."""
-    from django.db import connection
+def update_row(instance: models.Model, fields: list[str]) -> None:
+    """`instance.save(update_fields=fields)` as one plain UPDATE by primary key (each
+    value prepared by its field, auto_now applied), built once per model, fields and
+    database: for hot paths, where the ORM's save cost more CPU than the statement. No
+    model signals are sent (tests/test_webhook_queries.py checks the models written this
+    way have no receivers); a row that is gone raises as save() does."""
+    from django.db import DatabaseError, connection
 
     model = type(instance)
-    key = (model, tuple(fields), by, connection.vendor)
+    key = (model, tuple(fields), connection.vendor)
     found = _UPDATES.get(key)
     if found is None:
         quote = connection.ops.quote_name
         meta = model._meta
         by_name = {field.name: field for field in meta.concrete_fields}
         chosen = [by_name[name] for name in fields]
-        keys = [by_name[name] for name in by] if by else [meta.pk]
         assignments = ", ".join(f"{quote(field.column)} = %s" for field in chosen)
-        where = " AND ".join(f"{quote(field.column)} = %s" for field in keys)
-        sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {where}"  # noqa: S608
-        found = _UPDATES[key] = ([*chosen, *keys], sql)
-    prepared, sql = found
+        table, primary_key = quote(meta.db_table), quote(meta.pk.column)
+        sql = f"UPDATE {table} SET {assignments} WHERE {primary_key} = %s"  # noqa: S608
+        found = _UPDATES[key] = (chosen, sql)
+    chosen, sql = found
     values = [
-        field.get_db_prep_save(field.pre_save(instance, False), connection) for field in prepared
+        field.get_db_prep_save(field.pre_save(instance, False), connection) for field in chosen
     ]
-    return rows_changed(sql, values)
-
-
-def update_row(instance: models.Model, fields: list[str]) -> None:
-    """`instance.save(update_fields=fields)` as one plain UPDATE (rows_update); a row
-    that is gone raises as save() does."""
-    from django.db import DatabaseError
-
-    if not rows_update(instance, fields):
+    if not rows_changed(sql, [*values, instance.pk]):
         raise DatabaseError("Save with update_fields did not affect any rows.")
 
 
@@ -222,6 +213,36 @@ def insert_statement(
             sql += f" RETURNING {quote(model._meta.pk.column)}"
         found = _INSERTS[key] = (fields, sql)
     return found
+
+
+def upsert_row(instance: models.Model, *, by: tuple[str, ...], fields: list[str]) -> None:
+    """INSERT `instance` (as insert_row), or where a row with the same `by` fields (a
+    unique constraint) exists, UPDATE its `fields` to `instance`'s values instead: one
+    statement (INSERT ... ON CONFLICT, PostgreSQL and SQLite), built once per model,
+    key and fields. The primary key is not read back. No model signals are sent."""
+    from django.db import connection
+
+    model = type(instance)
+    key = (model, by, tuple(fields), connection.vendor, "upsert")
+    found = _UPDATES.get(key)
+    if found is None:
+        quote = connection.ops.quote_name
+        meta = model._meta
+        inserted, columns = insert_columns(model, quote)
+        by_name = {field.name: field for field in meta.concrete_fields}
+        conflict = ", ".join(quote(by_name[name].column) for name in by)
+        updates = ", ".join(
+            f"{quote(by_name[name].column)} = EXCLUDED.{quote(by_name[name].column)}"
+            for name in fields
+        )
+        placeholders = ", ".join(["%s"] * len(inserted))
+        sql = (
+            f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "  # noqa: S608
+            f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+        )
+        found = _UPDATES[key] = (inserted, sql)
+    inserted, sql = found
+    rows_changed(sql, insert_values(instance, inserted, connection))
 
 
 def insert_row(instance: models.Model) -> None:

@@ -12,6 +12,7 @@ wait behind it, so replies never overtake each other.
 import logging
 import math
 import random
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -128,14 +129,22 @@ class ProcessResult:
     retry_at: datetime | None = None
 
 
+# The lease is renewed before a step once this share of it has been used since it was
+# last taken: every step starts with at least the rest of it ahead, and the quick steps
+# of a message (well under a second each) renew nothing.
+LEASE_RENEW_AFTER = 0.1
+lease_clock = time.monotonic
+
+
 def user_messages_process(*, end_user_id: str) -> ProcessResult:
     """Answer and deliver this user's unfinished messages, oldest first."""
     owner = uuid.uuid4().hex
     while True:
+        taken_at = lease_clock()
         if not lease_acquire(end_user_id, owner):
             return ProcessResult("busy")  # the holder will get to our message too
         try:
-            result = _drain(end_user_id, owner)
+            result = _drain(end_user_id, owner, taken_at)
         finally:
             lease_release(end_user_id, owner)
         if result.outcome == "waiting":
@@ -146,7 +155,7 @@ def user_messages_process(*, end_user_id: str) -> ProcessResult:
             return result
 
 
-def _drain(end_user_id: str, owner: str) -> ProcessResult:
+def _drain(end_user_id: str, owner: str, taken_at: float) -> ProcessResult:
     while True:
         message = message_next_unfinished(end_user_id)
         if message is None:
@@ -155,10 +164,13 @@ def _drain(end_user_id: str, owner: str) -> ProcessResult:
             return ProcessResult("waiting", message.next_attempt_at)
         if not _step(message):
             return ProcessResult("waiting", message.next_attempt_at)
-        # Renew before the next slow step. If a step outlasted the lease and another
-        # worker took over, stop: it carries on from the stored state.
-        if not lease_acquire(end_user_id, owner):
-            return ProcessResult("busy")
+        # Renewed before the next step once a tenth of it is used (a slow MKA1 or Graph
+        # call). If a step outlasted the lease and another worker took over, stop: it
+        # carries on from the stored state.
+        if lease_clock() - taken_at >= settings.TURN_LEASE_SECONDS * LEASE_RENEW_AFTER:
+            taken_at = lease_clock()
+            if not lease_acquire(end_user_id, owner):
+                return ProcessResult("busy")
 
 
 def _step(message: UserMessage) -> bool:

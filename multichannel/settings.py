@@ -276,6 +276,9 @@ HUEY: dict[str, Any] = {
     # and the webhook must never make the MKA1 call inside the request.
     "immediate": env.bool("HUEY_IMMEDIATE", default=False),
     "utc": True,
+    # No task's return value is read: storing each in the queue's backend would cost
+    # every task a write.
+    "results": False,
     "consumer": {
         "workers": env.int("HUEY_WORKERS", default=8),
         "worker_type": "thread",  # MKA1 calls are I/O-bound: many in flight per process

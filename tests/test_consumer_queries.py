@@ -26,13 +26,13 @@ pytestmark = pytest.mark.django_db
 # conversation (1); the ledger ready before MKA1 is called (1). Then, in one
 # transaction (2) and turn_store's own (a savepoint, 2): the chain's next link on the
 # conversation, which locks it (1), the turn (1), the audit event
-# (tests/support/audit_ledger.py) and the message answered (1). The lease renewed (1).
-ANSWER_BESIDES_THE_AUDIT_EVENT = 6 + 2 + 2 + 2 + 1 + 1
+# (tests/support/audit_ledger.py) and the message answered (1). The lease is not
+# renewed after quick steps (tests/test_whatsapp_processing.py).
+ANSWER_BESIDES_THE_AUDIT_EVENT = 6 + 2 + 2 + 2 + 1
 # Delivering: the message (1) and its WhatsApp message (1); the parts sent already (1);
 # the 24-hour window (1); whether the user wrote since (1, to quote or not); the part
-# kept (an UPDATE that finds nothing, then an INSERT: 2); the message delivered (1).
-# The lease renewed (1).
-DELIVER = 5 + 2 + 1 + 1
+# kept (one INSERT ... ON CONFLICT, 1); the message delivered (1).
+DELIVER = 5 + 1 + 1
 # Done: nothing left (1), the lease ended (1), nothing arrived meanwhile (1).
 FINISH = 3
 

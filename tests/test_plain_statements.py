@@ -1,5 +1,5 @@
-"""The hand-written statements of the hot paths (audit.toolkit's Columns, rows_update,
-update_row; the worker's selectors) read and write exactly what the ORM would: every
+"""The hand-written statements of the hot paths (audit.toolkit's Columns, update_row,
+upsert_row; the worker's selectors) read and write exactly what the ORM would: every
 field of a row loaded the same way (aware datetimes, decoded JSON, booleans), every
 saved field written the same way, on SQLite and on PostgreSQL."""
 
@@ -10,7 +10,7 @@ import pytest
 from django.db import DatabaseError, connection, models
 from django.utils import timezone
 
-from audit.toolkit import columns, rows_update, update_row
+from audit.toolkit import columns, update_row, upsert_row
 from multichannel.models import Channel, Conversation, EndUser, UserMessage
 from multichannel.selectors import (
     conversation_of_end_user,
@@ -196,12 +196,26 @@ def test_update_row_of_a_row_that_is_gone_raises_as_save_does() -> None:
         update_row(message, ["text"])
 
 
-def test_rows_update_by_other_fields(inbound: InboundMessage) -> None:
+def test_upsert_row_inserts_or_updates_the_fields_named(inbound: InboundMessage) -> None:
     message = inbound.user_message
-    kept = OutboundMessage.objects.create(user_message=message, part=1, text="old", errors=[])
-    changed = OutboundMessage(user_message=message, part=1, text="new", errors=[{"code": 1}])
-    assert rows_update(changed, ["text", "errors"], by=("user_message", "part")) == 1
-    kept.refresh_from_db()
-    assert (kept.text, kept.errors) == ("new", [{"code": 1}])
-    missing = OutboundMessage(user_message=message, part=2, text="x")
-    assert rows_update(missing, ["text"], by=("user_message", "part")) == 0
+    fields = ["text", "errors", "updated_at"]
+    upsert_row(OutboundMessage(user_message=message, part=1, text="a"), by=KEY, fields=fields)
+    first = OutboundMessage.objects.get(part=1)
+    assert (first.text, first.errors, first.status) == ("a", [], OutboundMessage.Status.ACCEPTED)
+    twin = OutboundMessage(user_message=message, part=2, text="a")
+    twin.save()
+    assert {k: v for k, v in _fields(first).items() if k not in ("id", "part", "created_at",
+            "updated_at")} == {k: v for k, v in _fields(twin).items() if k not in ("id", "part",
+            "created_at", "updated_at")}  # fmt: skip
+    changed = OutboundMessage(
+        user_message=message, part=1, text="b", errors=[{"code": 1}], recipient="not this"
+    )
+    upsert_row(changed, by=KEY, fields=fields)
+    again = OutboundMessage.objects.get(part=1)
+    assert again.pk == first.pk
+    assert (again.text, again.errors, again.recipient) == ("b", [{"code": 1}], "")
+    assert again.updated_at > first.updated_at
+    assert OutboundMessage.objects.count() == 2
+
+
+KEY = ("user_message", "part")

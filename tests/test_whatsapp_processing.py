@@ -371,7 +371,7 @@ def test_a_lease_is_released_through_a_locked_database(
     from django.db import OperationalError, connection
 
     lease_table = ProcessingLease._meta.db_table
-    failures = iter([False, False, False, True])  # taken, renewed twice, then released
+    failures = iter([False, True])  # taken (quick steps renew nothing), then released
 
     def locked_once(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
         if sql.startswith(f"UPDATE {lease_table}") and next(failures, False):
@@ -543,7 +543,9 @@ def test_an_unexpected_error_is_retried_then_apologised_for(receive, monkeypatch
     ]
 
 
-def test_a_worker_that_lost_its_lease_stops_after_the_current_step(receive, monkeypatch) -> None:
+def test_a_worker_that_lost_its_lease_stops_after_the_current_step(
+    receive, monkeypatch, settings
+) -> None:
     base = int(timezone.now().timestamp())
     receive(
         wa.message_event(text="one", timestamp=base),
@@ -552,19 +554,56 @@ def test_a_worker_that_lost_its_lease_stops_after_the_current_step(receive, monk
     )
     end_user_id = UserMessage.objects.get(text="one").end_user_id
     original = processing._step
+    clock = [0.0]
 
     def slow_step(message):
         done = original(message)
-        # Meanwhile the lease ran out and another worker took it.
+        # The step took longer than the lease; meanwhile it ran out and another worker
+        # took it.
+        clock[0] += settings.TURN_LEASE_SECONDS + 1
         ProcessingLease.objects.filter(end_user_id=end_user_id).update(
             owner="someone-else", expires_at=timezone.now() + timedelta(minutes=5)
         )
         return done
 
+    monkeypatch.setattr(processing, "lease_clock", lambda: clock[0])
     monkeypatch.setattr(processing, "_step", slow_step)
     assert processing.user_messages_process(end_user_id=end_user_id).outcome == "busy"
     states = dict(UserMessage.objects.values_list("text", "state"))
     assert states == {"one": UserMessage.State.ANSWERED, "two": UserMessage.State.QUEUED}
+
+
+@pytest.mark.parametrize(("answer_takes", "leases_taken"), [(0.0, 1), (0.1, 2)])
+def test_a_lease_is_renewed_only_after_a_slow_step(
+    receive, monkeypatch, settings, answer_takes: float, leases_taken: int
+) -> None:
+    # Renewing after every step cost two statements a message: the lease is renewed
+    # before a step only once a tenth of it is used (then nine tenths are ahead).
+    from django.db import connection
+
+    lease_table = ProcessingLease._meta.db_table
+    clock = [0.0]
+    original = processing._step
+
+    def step(message):
+        done = original(message)
+        if message.state == UserMessage.State.ANSWERED:
+            clock[0] += settings.TURN_LEASE_SECONDS * answer_takes
+        return done
+
+    monkeypatch.setattr(processing, "lease_clock", lambda: clock[0])
+    monkeypatch.setattr(processing, "_step", step)
+    takes: list[str] = []
+
+    def count(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        if sql.startswith(f"UPDATE {lease_table}") and "<=" in sql:
+            takes.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(count):
+        receive(wa.message_event(text="quick or slow"))
+    assert len(takes) == leases_taken
+    assert UserMessage.objects.get().state == UserMessage.State.DELIVERED
 
 
 # --- hardening: secrets, waits, limits, the LOGIN reply, the ledger ---------------------------

@@ -16,7 +16,7 @@ from functools import partial
 from django.conf import settings
 from django.utils import timezone
 
-from audit.toolkit import insert_row, rows_update
+from audit.toolkit import upsert_row
 from multichannel.channels import (
     DeliveryPermanentError,
     DeliveryTransientError,
@@ -165,12 +165,11 @@ def _sent(
 
 
 def _outbound_keep(message: UserMessage, part: int, **fields: object) -> None:
-    """Write one part's row: an UPDATE when it exists (a retry after a failure), else an
-    INSERT. No lock or savepoint: one worker holds this user's lease, and a repeat after
-    a lost answer finds the row and updates it to the same values."""
+    """Write one part's row in one statement: inserted, or where it exists (a retry
+    after a failure, or a repeat after a lost answer) its `fields` updated. No lock or
+    savepoint: one worker holds this user's lease."""
     outbound = OutboundMessage(user_message=message, part=part, **fields)
-    if not rows_update(outbound, [*fields, "updated_at"], by=("user_message", "part")):
-        insert_row(outbound)
+    upsert_row(outbound, by=("user_message", "part"), fields=[*fields, "updated_at"])
 
 
 def _failed(
