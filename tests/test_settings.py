@@ -1,6 +1,8 @@
 """Configuration: production refuses to start without secrets; checks catch contradictions."""
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.checks import run_checks
@@ -248,37 +250,33 @@ def test_production_installs_and_migrates_no_sandbox_table(tmp_path: Path) -> No
     assert "Unknown command: 'demo'" in demo.stderr
 
 
+def _settings_shown(tmp_path: Path, expression: str, **env: str) -> Any:
+    """`expression` over `settings` (as `s`), evaluated in a fresh process with `env`, as
+    JSON."""
+    code = f"import json; from django.conf import settings as s; print(json.dumps({expression}))"
+    result = run_manage(tmp_path, "shell", "--no-imports", "-c", code, DEBUG="true", **env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 def test_a_consumer_of_many_threads_gets_a_queue_connection_for_each(tmp_path: Path) -> None:
     # redis-py's pools stop at 100 connections by default; each consumer thread blocks
     # on the queue with one of its own.
-    result = run_manage(
+    shown = _settings_shown(
         tmp_path,
-        "shell",
-        "--no-imports",
-        "-c",
-        "from django.conf import settings as s; print(s.HUEY['connection_pool'].max_connections)",
-        DEBUG="true",
+        "s.HUEY['connection_pool'].max_connections",
         REDIS_URL="redis://127.0.0.1:6379/15",
         HUEY_WORKERS="200",
     )
-    assert result.returncode == 0, result.stderr
-    assert int(result.stdout) >= 200 + 32
+    assert shown >= 200 + 32
 
 
 def test_a_database_pool_replaces_persistent_connections(tmp_path: Path) -> None:
-    show = "from django.conf import settings as s; d = s.DATABASES['default']; "
-    show += "print(d['OPTIONS'].get('pool'), d['CONN_MAX_AGE'])"
-    postgres = "postgres://postgres@127.0.0.1:5432/multichannel"
-    pooled = run_manage(
-        tmp_path, "shell", "--no-imports", "-c", show, DEBUG="true",
-        DATABASE_URL=postgres, DATABASE_POOL_MAX_SIZE="16",
-    )  # fmt: skip
-    assert pooled.returncode == 0, pooled.stderr
-    assert pooled.stdout.split() == ["{'min_size':", "2,", "'max_size':", "16,", "'timeout':",
-                                     "30.0}", "0"]  # fmt: skip
-    # SQLite has no pool: the setting changes nothing there.
-    embedded = run_manage(
-        tmp_path, "shell", "--no-imports", "-c", show, DEBUG="true", DATABASE_POOL_MAX_SIZE="16"
+    database = (
+        "[s.DATABASES['default']['OPTIONS'].get('pool'), s.DATABASES['default']['CONN_MAX_AGE']]"
     )
-    assert embedded.returncode == 0, embedded.stderr
-    assert embedded.stdout.split() == ["None", "60"]
+    postgres = "postgres://postgres@127.0.0.1:5432/multichannel"
+    pooled = _settings_shown(tmp_path, database, DATABASE_URL=postgres, DATABASE_POOL_MAX_SIZE="16")
+    assert pooled == [{"min_size": 2, "max_size": 16, "timeout": 30.0}, 0]
+    # SQLite has no pool: the setting changes nothing there.
+    assert _settings_shown(tmp_path, database, DATABASE_POOL_MAX_SIZE="16") == [None, 60]
