@@ -414,10 +414,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": str(Path(tempfile.gettempdir()) / f"multichannel-test-{os.getpid()}.sqlite3")
     }
-# Connections are kept and reused (SQLite too: opening one and applying its pragmas cost
-# more than the webhook's own work). No health check by default: it is a `SELECT 1`
-# before the first query of every request; a connection broken meanwhile (a database
-# restart) fails that one request, Django then drops it, and Meta redelivers.
 # PostgreSQL with DATABASE_POOL_MAX_SIZE: each process shares a pool of at most that
 # many connections among its threads instead of keeping one per thread, and a thread
 # hands its connection back while it waits on MKA1 or the Graph API (multichannel.http):
@@ -432,6 +428,10 @@ if DATABASE_POOL_MAX_SIZE and DATABASES["default"]["ENGINE"].endswith("postgresq
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them; Django must not
+# Connections are kept and reused (SQLite too: opening one and applying its pragmas cost
+# more than the webhook's own work). No health check by default: it is a `SELECT 1`
+# before the first query of every request; a connection broken meanwhile (a database
+# restart) fails that one request, Django then drops it, and Meta redelivers.
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", env.bool("CONN_HEALTH_CHECKS", default=False))
 
