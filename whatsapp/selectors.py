@@ -17,7 +17,9 @@ from whatsapp.models import InboundMessage, OutboundMessage, WebhookDelivery, Wh
 _INBOUND, _OF_MESSAGE, _FROM, _INBOUND_SENT = db_names(
     InboundMessage, "user_message", "identity", "sent_at"
 )
-_IDENTITY, _IDENTITY_ID = db_names(WhatsAppIdentity, "id")
+_IDENTITY, _IDENTITY_ID, _IDENTITY_WA_ID, _IDENTITY_BSUID = db_names(
+    WhatsAppIdentity, "id", "wa_id", "bsuid"
+)
 _OUTBOUND, _REPLYING_TO, _PART, _WAMID = db_names(OutboundMessage, "user_message", "part", "wamid")
 _MESSAGE, _MESSAGE_ID, _SENDER, _KIND, _SENT = db_names(
     UserMessage, "id", "end_user", "kind", "sent_at"
@@ -27,7 +29,6 @@ _WAITING_UPTO = (
     f"SELECT {_DELIVERY_ID} FROM {_DELIVERY} WHERE {_DELIVERY_ID} <= %s "  # noqa: S608
     f"AND {_PROCESSED} IS NULL ORDER BY {_DELIVERY_ID} LIMIT %s"
 )
-_IDENTITY_WA_ID, _IDENTITY_BSUID = db_names(WhatsAppIdentity, "wa_id", "bsuid")[1:]
 _PARTS_SENT = f"SELECT {_PART} FROM {_OUTBOUND} WHERE {_REPLYING_TO} = %s AND {_WAMID} IS NOT NULL"  # noqa: S608
 _LAST_WRITTEN_BEFORE = f"SELECT MAX({_INBOUND_SENT}) < %s FROM {_INBOUND} WHERE {_FROM} = %s"  # noqa: S608
 _WRITTEN_SINCE = (
