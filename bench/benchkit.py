@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:
 
 from tests.support.stack import POSTGRES as TEST_POSTGRES  # noqa: E402
 from tests.support.stack import (  # noqa: E402
+    PRODUCTION_ENV,
     Stack,
     postgres_database,
     query,
@@ -89,6 +90,28 @@ def gunicorn_defaults(env: dict[str, str]) -> tuple[int, int]:
         check=True,
     ).stdout.split()  # fmt: skip
     return int(out[0]), int(out[1])
+
+
+def django_env(
+    database_url: str, scratch: Path, *, code: Path = ROOT, redis_url: str = "", **extra: str
+) -> dict[str, str]:
+    """The environment of a Django process a script starts from the code in `code`: the
+    production settings (DEBUG off: with it on, Django keeps every query's SQL, which the
+    script would measure), the given database and Redis (none: the SQLite queue), the
+    queue and cache files in `scratch`, warnings only in the log; then `extra`."""
+    return {
+        **os.environ,
+        **PRODUCTION_ENV,
+        "DJANGO_SETTINGS_MODULE": "multichannel.settings",
+        "PYTHONPATH": str(code),
+        "HUEY_IMMEDIATE": "false",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "HUEY_SQLITE_PATH": str(scratch / "queue.sqlite3"),
+        "CACHE_DIR": str(scratch / "cache"),
+        "LOG_LEVEL": "WARNING",
+        **extra,
+    }
 
 
 @contextmanager

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 import benchkit  # noqa: E402
 
 from audit.notes import generate_key  # noqa: E402  (no Django needed)
-from tests.support.stack import PRODUCTION_ENV, postgres_database  # noqa: E402
+from tests.support.stack import postgres_database  # noqa: E402
 
 START = 1_774_897_814  # 2026-03-30T19:10:14Z
 
@@ -30,22 +30,12 @@ def configure(database_url: str, scratch: Path) -> dict[str, str]:
     key = generate_key("bench.example/audit")
     (scratch / "signing.key").write_text(key.text + "\n")
     (scratch / "public.key").write_text(key.verifier.text + "\n")
-    # DEBUG off, as in production: with it on, Django keeps the last 9,000 queries'
+    # DEBUG off (benchkit.django_env): with it on, Django keeps the last 9,000 queries'
     # SQL in memory, tiles' bytes included, which is the benchmark's RSS, not the
     # checkpoint's.
-    return {
-        **os.environ,
-        **PRODUCTION_ENV,
-        "DJANGO_SETTINGS_MODULE": "multichannel.settings",
-        "PYTHONPATH": str(ROOT),
-        "HUEY_IMMEDIATE": "false",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": "",
-        "HUEY_SQLITE_PATH": str(scratch / "queue.sqlite3"),
-        "CACHE_DIR": str(scratch / "cache"),
-        "AUDIT_SIGNING_KEY": str(scratch / "signing.key"),
-        "LOG_LEVEL": "WARNING",
-    }
+    return benchkit.django_env(
+        database_url, scratch, AUDIT_SIGNING_KEY=str(scratch / "signing.key")
+    )
 
 
 def insert_chain(first: int, stop: int, previous: str) -> str:

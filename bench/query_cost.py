@@ -9,7 +9,6 @@ Results and method: docs/benchmarks.md.
 """
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 import benchkit  # noqa: E402
 
-from tests.support.stack import PRODUCTION_ENV, postgres_database  # noqa: E402
+from tests.support.stack import postgres_database  # noqa: E402
 
 CHILD = """
 import sys, time
@@ -99,21 +98,12 @@ def main() -> int:
     with ExitStack() as cleanup:
         scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-q-")))
         postgres = args.db == "postgres"
-        env = {
-            **os.environ,
-            # Production settings: DEBUG on would also time Django's query log.
-            **PRODUCTION_ENV,
-            "DJANGO_SETTINGS_MODULE": "multichannel.settings",
-            "DATABASE_URL": (
-                cleanup.enter_context(postgres_database("bench_query"))
-                if postgres
-                else f"sqlite:///{scratch / 'db.sqlite3'}"
-            ),
-            "REDIS_URL": args.redis if postgres else "",
-            "HUEY_SQLITE_PATH": str(scratch / "queue.sqlite3"),
-            "CACHE_DIR": str(scratch / "cache"),
-            "LOG_LEVEL": "WARNING",
-        }
+        database_url = (
+            cleanup.enter_context(postgres_database("bench_query"))
+            if postgres
+            else f"sqlite:///{scratch / 'db.sqlite3'}"
+        )
+        env = benchkit.django_env(database_url, scratch, redis_url=args.redis if postgres else "")
         done = subprocess.run(
             [sys.executable, "-c", CHILD, str(args.calls)],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False,

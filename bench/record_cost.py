@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 import benchkit  # noqa: E402
 
-from tests.support.stack import PRODUCTION_ENV, postgres_database  # noqa: E402
+from tests.support.stack import postgres_database  # noqa: E402
 
 CHILD = """
 import json, sys, time
@@ -55,19 +55,7 @@ def one_run(code: Path, db: str, warmup: int, events: int, scratch: Path) -> lis
             if db == "postgres"
             else f"sqlite:///{scratch / f'{code.name}-{os.getpid()}.sqlite3'}"
         )
-        env = {
-            **os.environ,
-            # Production settings: DEBUG on would also time Django's query log.
-            **PRODUCTION_ENV,
-            "DJANGO_SETTINGS_MODULE": "multichannel.settings",
-            "PYTHONPATH": str(code),
-            "HUEY_IMMEDIATE": "false",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": "",
-            "HUEY_SQLITE_PATH": str(scratch / "queue.sqlite3"),
-            "CACHE_DIR": str(scratch / "cache"),
-            "LOG_LEVEL": "WARNING",
-        }
+        env = benchkit.django_env(database_url, scratch, code=code)
         done = subprocess.run(
             [sys.executable, "-c", CHILD, str(warmup), str(events)],
             cwd=code, env=env, capture_output=True, text=True, timeout=1800, check=False,
