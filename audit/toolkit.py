@@ -121,6 +121,14 @@ def db_names(model: Any, *fields: str) -> list[str]:
     return [meta.db_table, *(meta.get_field(name).column for name in fields)]
 
 
+def db_datetime(value: datetime) -> Any:
+    """A date-time as a hand-written statement's parameter, as the ORM passes one
+    (on SQLite: UTC text in Django's format, so it compares with the stored values)."""
+    from django.db import connection
+
+    return connection.ops.adapt_datetimefield_value(value)
+
+
 def one_row(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
     """The first row of a hand-written SELECT on the default database, or None."""
     from django.db import connection
@@ -129,6 +137,15 @@ def one_row(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
         cursor.execute(sql, params)
         row: tuple[Any, ...] | None = cursor.fetchone()
     return row
+
+
+def first_column(sql: str, params: list[Any]) -> list[Any]:
+    """The first column of every row of a hand-written SELECT on the default database."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
 
 
 def rows_changed(sql: str, params: list[Any]) -> int:

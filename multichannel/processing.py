@@ -20,11 +20,11 @@ from functools import partial
 from typing import Literal, cast
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from audit.toolkit import db_names, rows_changed, update_row
+from audit.toolkit import db_datetime, db_names, rows_changed, update_row
 from multichannel.channels import (
     DeliveryError,
     contextual_kind,
@@ -92,15 +92,12 @@ _LEASE_END = (
 )
 
 
-def _moment(value: datetime) -> object:
-    return connection.ops.adapt_datetimefield_value(value)
-
-
 def lease_acquire(end_user_id: str, owner: str) -> bool:
     now = timezone.now()
     expires = now + timedelta(seconds=settings.TURN_LEASE_SECONDS)
     # Ours already, or run out: taken (or renewed, nearly always) in one statement.
-    if rows_changed(_LEASE_TAKE, [owner, _moment(expires), end_user_id, _moment(now), owner]):
+    taken = [owner, db_datetime(expires), end_user_id, db_datetime(now), owner]
+    if rows_changed(_LEASE_TAKE, taken):
         return True
     try:
         with transaction.atomic():
@@ -114,7 +111,7 @@ def lease_release(end_user_id: str, owner: str) -> None:
     # A lease left behind would keep everyone off this user's messages until it expires.
     # Ended, not deleted: the user's next message takes the row back with one UPDATE.
     stored_despite_outage(
-        lambda: rows_changed(_LEASE_END, [_moment(timezone.now()), end_user_id, owner]),
+        lambda: rows_changed(_LEASE_END, [db_datetime(timezone.now()), end_user_id, owner]),
         what=f"the release of the lease on {end_user_id}",
         wait=client().wait,
     )

@@ -9,12 +9,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_event_record
-from audit.toolkit import db_names, insert_row, rows_changed
+from audit.toolkit import db_datetime, db_names, insert_row, rows_changed
 from multichannel.durability import stored_despite_outage
 from multichannel.limits import window_count
 from multichannel.mka1 import (
@@ -188,7 +188,7 @@ def turn_store(
             advance,
             [
                 response.id,
-                connection.ops.adapt_datetimefield_value(timezone.now()),
+                db_datetime(timezone.now()),
                 conversation.pk,
                 *([] if expected_head is None else [expected_head]),
             ],

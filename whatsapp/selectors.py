@@ -10,7 +10,7 @@ from datetime import datetime
 from django.db import connection
 from django.db.models import Count, Max, Min
 
-from audit.toolkit import columns, db_names, one_row
+from audit.toolkit import columns, db_datetime, db_names, first_column, one_row
 from multichannel.models import UserMessage
 from whatsapp.models import InboundMessage, OutboundMessage, WebhookDelivery, WhatsAppIdentity
 
@@ -39,9 +39,7 @@ _WRITTEN_SINCE = (
 
 def deliveries_waiting_upto(delivery_id: int, *, limit: int) -> list[int]:
     """The ids of the deliveries up to `delivery_id` not fanned out yet, oldest first."""
-    with connection.cursor() as cursor:
-        cursor.execute(_WAITING_UPTO, [delivery_id, limit])
-        return [pk for (pk,) in cursor.fetchall()]
+    return first_column(_WAITING_UPTO, [delivery_id, limit])
 
 
 def delivery_claim(delivery_id: int) -> WebhookDelivery | None:
@@ -99,22 +97,19 @@ def inbound_of(message: UserMessage) -> InboundMessage:
 
 def parts_sent(message: UserMessage) -> set[int]:
     """The parts of the reply to `message` the Graph API has accepted."""
-    with connection.cursor() as cursor:
-        cursor.execute(_PARTS_SENT, [message.pk])
-        return {part for (part,) in cursor.fetchall()}
+    return set(first_column(_PARTS_SENT, [message.pk]))
 
 
 def last_written_before(identity: WhatsAppIdentity, moment: datetime) -> bool:
     """Whether this WhatsApp user's last message to us is older than `moment` (False
     when they never wrote)."""
-    before = connection.ops.adapt_datetimefield_value(moment)
-    row = one_row(_LAST_WRITTEN_BEFORE, [before, identity.pk])
+    row = one_row(_LAST_WRITTEN_BEFORE, [db_datetime(moment), identity.pk])
     return bool(row and row[0])
 
 
 def written_since(message: UserMessage) -> bool:
     """Whether the user sent another message (a rating aside) after `message`."""
-    sent_at = connection.ops.adapt_datetimefield_value(message.sent_at)
+    sent_at = db_datetime(message.sent_at)
     params = [message.end_user_id, UserMessage.Kind.FEEDBACK, sent_at, sent_at, message.pk]
     return one_row(_WRITTEN_SINCE, params) is not None
 

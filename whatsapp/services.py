@@ -52,11 +52,6 @@ def identity_resolve(
     """
     if not wa_id and not bsuid:
         raise ValueError("a WhatsApp sender needs a wa_id or a business-scoped user id")
-    match = Q()
-    if wa_id:
-        match |= Q(wa_id=wa_id)
-    if bsuid:
-        match |= Q(bsuid=bsuid)
     # Nearly every message comes from a sender we already know by exactly these ids:
     # one plain read, and no lock, as nothing is written.
     identity = identity_matching(wa_id=wa_id, bsuid=bsuid)
@@ -76,6 +71,11 @@ def identity_resolve(
             pass  # A concurrent delivery created the same sender first.
     elif not _ids_to_add(identity, wa_id=wa_id, bsuid=bsuid):
         return identity
+    match = Q()
+    if wa_id:
+        match |= Q(wa_id=wa_id)
+    if bsuid:
+        match |= Q(bsuid=bsuid)
     with transaction.atomic():
         identity = WhatsAppIdentity.objects.select_for_update().filter(match).earliest("pk")
         changed = _ids_to_add(identity, wa_id=wa_id, bsuid=bsuid)
