@@ -126,6 +126,16 @@ def check_settings(
         errors.append(
             Error("RETRY_DELAY_MAX_SECONDS must be a positive number.", id="multichannel.E007")
         )
+    if settings.DATABASE_POOL_MAX_SIZE < 0 or settings.DATABASE_POOL_TIMEOUT <= 0:
+        errors.append(
+            Error(
+                f"DATABASE_POOL_MAX_SIZE is {settings.DATABASE_POOL_MAX_SIZE} and "
+                f"DATABASE_POOL_TIMEOUT {settings.DATABASE_POOL_TIMEOUT}.",
+                hint="The pool's size is 0 (no pool) or more; its timeout a positive number "
+                "of seconds.",
+                id="multichannel.E017",
+            )
+        )
     for name in ("API_THROTTLE_READ", "API_THROTTLE_SEND"):
         try:
             rate_parse(getattr(settings, name))

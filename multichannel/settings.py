@@ -418,14 +418,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # many connections among its threads instead of keeping one per thread, and a thread
 # hands its connection back while it waits on MKA1 or the Graph API (multichannel.http):
 # a consumer can then run more threads than the server takes connections.
+# (multichannel.E017 refuses a negative size or a timeout that is not positive.)
 DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=0)
-if DATABASE_POOL_MAX_SIZE and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+# How long a thread waits for a free pooled connection before its work fails (and is
+# retried like any database outage).
+DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=30.0)
+if DATABASE_POOL_MAX_SIZE > 0 and DATABASES["default"]["ENGINE"].endswith("postgresql"):
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": min(2, DATABASE_POOL_MAX_SIZE),
         "max_size": DATABASE_POOL_MAX_SIZE,
-        # How long a thread waits for a free connection before its work fails (and is
-        # retried like any database outage).
-        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
+        "timeout": DATABASE_POOL_TIMEOUT,
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them; Django must not
 # Connections are kept and reused (SQLite too: opening one and applying its pragmas cost

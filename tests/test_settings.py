@@ -183,6 +183,15 @@ def test_non_positive_timeouts_are_system_check_errors(name: str) -> None:
         assert "multichannel.E005" in _check_ids()
 
 
+@pytest.mark.parametrize("pool", [{"DATABASE_POOL_MAX_SIZE": -1}, {"DATABASE_POOL_TIMEOUT": 0}])
+def test_a_pool_of_negative_size_or_no_timeout_is_a_system_check_error(
+    pool: dict[str, float],
+) -> None:
+    assert "multichannel.E017" not in _check_ids()
+    with override_settings(**pool):
+        assert "multichannel.E017" in _check_ids()
+
+
 @pytest.mark.parametrize("rate", ["120", "many/min", "0/min", "120/fortnight", "-1/s", "120/"])
 @pytest.mark.parametrize("name", ["API_THROTTLE_READ", "API_THROTTLE_SEND"])
 def test_a_rate_that_is_not_one_is_a_system_check_error(name: str, rate: str) -> None:
