@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -321,3 +322,30 @@ def percentile(values: Iterable[float], q: float) -> float:
         raise ValueError("no values")
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+def py_spy_start(directory: Path, targets: Mapping[str, int]) -> list[subprocess.Popen[bytes]]:
+    """`py-spy record` of each named pid (only while it holds the GIL, 100 samples a
+    second), written as raw folded stacks to DIR/<name>.txt when stopped."""
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if spy is None:
+        raise SystemExit("--py-spy needs py-spy: .venv/bin/pip install py-spy")
+    directory.mkdir(parents=True, exist_ok=True)
+    profilers = []
+    for name, pid in targets.items():
+        command = [spy, "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--gil"]
+        command += ["--format", "raw", "--output", str(directory / f"{name}.txt")]
+        profilers.append(
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+    return profilers
+
+
+def py_spy_stop(profilers: list[subprocess.Popen[bytes]]) -> None:
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    for profiler in profilers:
+        try:
+            profiler.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            profiler.kill()

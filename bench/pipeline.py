@@ -16,7 +16,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -335,32 +334,14 @@ def log_problems(logs: Iterable[Path]) -> dict[str, Counter[str]]:
 
 def profile_start(directory: Path, sampler: Sampler) -> list[subprocess.Popen[bytes]]:
     """One `py-spy record` per process that does the work (not the gunicorn masters)."""
-    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
-    if spy is None:
-        raise SystemExit("--py-spy needs py-spy: .venv/bin/pip install py-spy")
-    directory.mkdir(parents=True, exist_ok=True)
-    profilers = []
-    for pid, usage in sampler.usage.items():
-        if usage.role.endswith("master") or not usage.role.startswith(("web", "sandbox", "cons")):
-            continue
-        output = directory / f"{usage.role.replace(' ', '-')}-{pid}.txt"
-        command = [spy, "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--gil"]
-        command += ["--format", "raw", "--output", str(output)]
-        profilers.append(
-            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
+    targets = {
+        f"{usage.role.replace(' ', '-')}-{pid}": pid
+        for pid, usage in sampler.usage.items()
+        if not usage.role.endswith("master") and usage.role.startswith(("web", "sandbox", "cons"))
+    }
+    profilers = benchkit.py_spy_start(directory, targets)
     time.sleep(1)  # attached before the first webhook
     return profilers
-
-
-def profile_stop(profilers: list[subprocess.Popen[bytes]]) -> None:
-    for profiler in profilers:
-        profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-    for profiler in profilers:
-        try:
-            profiler.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            profiler.kill()
 
 
 @dataclass
@@ -434,7 +415,7 @@ def run_once(args: argparse.Namespace, workers: int, scratch: Path) -> Run:
                 raise SystemExit(f"{len(posted.failures)} webhooks failed: {posted.failures[:5]}")
             wait_answered(stack, total, timeout)
         finally:
-            profile_stop(profilers)
+            benchkit.py_spy_stop(profilers)
         sampler.stop.set()
         sampling.join()
         sampler.sample()

@@ -1,6 +1,7 @@
 """Webhook ingest of the production server: signed WhatsApp webhooks (one text for every
-three statuses) sent by wrk at rising rates, then unthrottled, against a bare Django view
-served by the same gunicorn. Per stage: requests/s achieved, latency percentiles, CPU of
+three statuses) sent by wrk at rising rates, then unthrottled (that mix, then texts
+only), against a bare Django view served by the same gunicorn. Per stage: requests/s
+achieved, latency percentiles, CPU of
 gunicorn, wrk, PostgreSQL and Redis; every stage must lose and duplicate nothing.
 
     .venv/bin/python bench/webhook_ingest.py --db sqlite
@@ -46,6 +47,7 @@ class Stage:
     rate: int  # requests/s; 0 = unthrottled
     count: int
     bare: bool = False
+    texts_only: bool = False  # else 1 text : 3 statuses
     # request id -> wamid of the text it carries
     texts: dict[str, str] = field(default_factory=dict)
     # request id -> (outbound wamid, status)
@@ -56,7 +58,16 @@ class Stage:
     def label(self) -> str:
         if self.bare:
             return f"bare view, max #{self.number + 1}"
+        if self.texts_only:
+            return "max, texts only"
         return str(self.rate) if self.rate else "max"
+
+    @property
+    def slug(self) -> str:
+        """For file names: bare1, 320, max, max-texts."""
+        if self.bare:
+            return f"bare{self.number + 1}"
+        return self.label.replace(", texts only", "-texts")
 
     def text_wamid(self, i: int) -> str:
         return f"wamid.BENCH{self.number:02d}T{i:07d}"
@@ -135,6 +146,11 @@ def stage_write(stage: Stage, users: int, threads: int, prefix: Path) -> None:
         for i in range(stage.count):
             body = text_body(wa, stage.text_wamid(i), phone(i % users), i, now)
             add(f"bare.{stage.number}.{i}", BARE, body)
+    elif stage.texts_only:
+        for i in range(stage.count):
+            request_id = f"text.{stage.number}.{i}"
+            stage.texts[request_id] = stage.text_wamid(i)
+            add(request_id, WEBHOOK, text_body(wa, stage.text_wamid(i), phone(i % users), i, now))
     else:
         n = stage.count // 4
         stage.outbound = [stage.outbound_wamid(i) for i in range(n)]
@@ -395,11 +411,21 @@ def run_stage(
     from django.db import connections
 
     connections.close_all()  # no open SQLite transaction or idle connection during the stage
+    profilers = []
+    if args.py_spy and not stage.rate:
+        stats = benchkit.proc_stats()
+        master = roots["gunicorn"]
+        assert master is not None
+        workers = [pid for pid in benchkit.family(master, stats) if pid != master]
+        targets = {f"{stage.slug}-{pid}": pid for pid in workers}
+        profilers = benchkit.py_spy_start(args.py_spy, targets)
+        time.sleep(1)  # attached before the first request
     before = benchkit.cpu_sample(roots)
     with (scratch / f"wrk-{stage.number}.log").open("wb") as wrk_log:
         process = subprocess.Popen(command, stdout=wrk_log, stderr=subprocess.STDOUT)
         status, usage = wrk_wait(process, out, args.wrk_threads)
     after = benchkit.cpu_sample(roots)
+    benchkit.py_spy_stop(profilers)
     if status != 0 or not out.exists():
         tail = (scratch / f"wrk-{stage.number}.log").read_text(errors="replace")[-2000:]
         raise SystemExit(f"wrk failed in stage {stage.label} ({status}):\n{tail}")
@@ -502,7 +528,7 @@ def print_tables(results: list[Result], bare: Result) -> None:
 
 def summary_lines(results: list[Result], bare: Result, workers: int, threads: int) -> list[str]:
     lines = []
-    top = results[-1]
+    top = next(r for r in results if not r.stage.rate and not r.stage.texts_only)
     under = [r for r in results if r.p99_ms < SLOW_MS and not r.non_200]
     best = max(under, key=lambda r: r.achieved) if under else None
     lines.append(
@@ -559,6 +585,13 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=10, help="wrk's request timeout, s")
     parser.add_argument("--users", type=int, default=1000, help="distinct senders")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="profile the gunicorn workers in each unthrottled stage with py-spy (pip install "
+        "py-spy): raw folded stacks, DIR/<stage>-<pid>.txt; bench/spy_breakdown.py sums them",
+    )
     args = parser.parse_args()
     if min(args.rates) < 1 or args.seconds <= 0 or args.unthrottled < 4 or args.users < 1:
         parser.error("rates, seconds, users must be positive, --unthrottled at least 4")
@@ -602,6 +635,7 @@ def main() -> int:
         for rate in args.rates:
             stages.append(Stage(len(stages), rate, max(4, round(rate * args.seconds / 4) * 4)))
         stages.append(Stage(len(stages), 0, args.unthrottled // 4 * 4))
+        stages.append(Stage(len(stages), 0, args.unthrottled // 4 * 4, texts_only=True))
         started = time.monotonic()
         for stage in stages:
             stage_write(stage, args.users, args.wrk_threads, scratch / f"stage{stage.number}")
