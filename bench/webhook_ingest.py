@@ -34,6 +34,7 @@ from tests.support.webhooks import WEBHOOK, webhook_post
 
 LUA = ROOT / "bench" / "webhook_ingest.lua"
 BARE = "/bench/bare"
+MINIMAL = "/bench/minimal"
 STATUSES = ("sent", "delivered", "read")
 RANK = {"accepted": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
 STATUS_SPACING = 50  # a row's next status comes this many status webhooks later
@@ -47,7 +48,9 @@ class Stage:
     rate: int  # requests/s; 0 = unthrottled
     count: int
     bare: bool = False
+    minimal: bool = False  # the HMAC and one INSERT, bench/bare_urls.py
     texts_only: bool = False  # else 1 text : 3 statuses
+    run: int = 0  # which run of a baseline
     # request id -> wamid of the text it carries
     texts: dict[str, str] = field(default_factory=dict)
     # request id -> (outbound wamid, status)
@@ -55,18 +58,24 @@ class Stage:
     outbound: list[str] = field(default_factory=list)
 
     @property
+    def baseline(self) -> bool:
+        return self.bare or self.minimal
+
+    @property
     def label(self) -> str:
         if self.bare:
-            return f"bare view, max #{self.number + 1}"
+            return f"bare view, max #{self.run + 1}"
+        if self.minimal:
+            return f"minimal webhook view, max #{self.run + 1}"
         if self.texts_only:
             return "max, texts only"
         return str(self.rate) if self.rate else "max"
 
     @property
     def slug(self) -> str:
-        """For file names: bare1, 320, max, max-texts."""
-        if self.bare:
-            return f"bare{self.number + 1}"
+        """For file names: bare1, minimal1, 320, max, max-texts."""
+        if self.bare or self.minimal:
+            return f"{'bare' if self.bare else 'minimal'}{self.run + 1}"
         return self.label.replace(", texts only", "-texts")
 
     def text_wamid(self, i: int) -> str:
@@ -142,10 +151,10 @@ def stage_write(stage: Stage, users: int, threads: int, prefix: Path) -> None:
         signature = wa.sign(body, APP_SECRET)
         lines.append(f"{request_id}\t{path}\t{signature}\t{body.decode()}")
 
-    if stage.bare:
+    if stage.baseline:
         for i in range(stage.count):
             body = text_body(wa, stage.text_wamid(i), phone(i % users), i, now)
-            add(f"bare.{stage.number}.{i}", BARE, body)
+            add(f"{stage.slug}.{stage.number}.{i}", BARE if stage.bare else MINIMAL, body)
     elif stage.texts_only:
         for i in range(stage.count):
             request_id = f"text.{stage.number}.{i}"
@@ -195,7 +204,7 @@ def seed(users: int, stages: list[Stage]) -> None:
     )
     now = timezone.now()
     for stage in stages:
-        if stage.bare or not stage.outbound:
+        if stage.baseline or not stage.outbound:
             continue
         messages = UserMessage.objects.bulk_create(
             [
@@ -263,6 +272,13 @@ def queries_per_webhook() -> tuple[tuple[int, int], tuple[int, int]]:
                 raise SystemExit("in-process webhook: its delivery was fanned out already")
         counts.append((len(captured.captured_queries), len(fanned.captured_queries)))
     return counts[0], counts[1]
+
+
+def minimal_rows() -> int:
+    """Deliveries the minimal view has kept (bench/bare_urls.py marks them "bench")."""
+    from whatsapp.models import WebhookDelivery
+
+    return WebhookDelivery.objects.filter(object="bench").count()
 
 
 def pending_tasks() -> int:
@@ -407,7 +423,8 @@ def run_stage(
         str(SLOW_MS),
         str(out),
     ]
-    pending_before = 0 if stage.bare else pending_tasks()
+    pending_before = 0 if stage.baseline else pending_tasks()
+    minimal_before = minimal_rows() if stage.minimal else 0
     from django.db import connections
 
     connections.close_all()  # no open SQLite transaction or idle connection during the stage
@@ -467,9 +484,15 @@ def run_stage(
     )
     if sent != stage.count:
         result.problems.append(f"wrk sent {sent} of {stage.count} requests")
-    if stage.bare:
+    if stage.baseline:
         if len(acked) != stage.count:
-            result.problems.append(f"bare view: {stage.count - len(acked)} requests not 200")
+            result.problems.append(f"{stage.label}: {stage.count - len(acked)} requests not 200")
+        if stage.minimal:
+            result.acked_texts = len(acked)
+            result.stored_texts = minimal_rows() - minimal_before
+            if result.stored_texts < result.acked_texts:
+                result.lost = result.acked_texts - result.stored_texts
+                result.problems.append(f"{stage.label}: {result.lost} acknowledged, not stored")
     else:
         result.enqueued = pending_tasks() - pending_before
         result.fan_out_ms = fan_out_pending()
@@ -484,23 +507,28 @@ def fmt_share(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-def print_tables(results: list[Result], bare: Result) -> None:
-    ceiling = bare.achieved
+def print_tables(results: list[Result], bare: Result, minimal: Result) -> None:
     print(
         "| target req/s | achieved req/s | p50 ms | p99 ms | > 200 ms | non-200 "
         "| stored / acked texts | lost | duplicated | statuses applied | % of bare "
-        "| gunicorn CPU | ms CPU/req | restarts |"
+        "| % of minimal | gunicorn CPU | ms CPU/req | restarts |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in [bare, *results]:
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in [bare, minimal, *results]:
         gunicorn = r.cpu.get("gunicorn")
         per_request = "-" if gunicorn is None else f"{gunicorn * r.wall * 1000 / r.requests:.2f}"
         if r.stage.bare:
-            checks = "- | - | - | - | -"
+            checks = "- | - | - | - | - | -"
+        elif r.stage.minimal:
+            checks = (
+                f"{r.stored_texts} / {r.acked_texts} | {r.lost} | - | - | "
+                f"{r.achieved / bare.achieved:.0%} | -"
+            )
         else:
             checks = (
                 f"{r.stored_texts} / {r.acked_texts} | {r.lost} | {r.duplicated} | "
-                f"{r.statuses_ok} / {r.statuses_total} | {r.achieved / ceiling:.0%}"
+                f"{r.statuses_ok} / {r.statuses_total} | {r.achieved / bare.achieved:.0%} | "
+                f"{r.achieved / minimal.achieved:.0%}"
             )
         print(
             f"| {r.stage.label} | {r.achieved:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
@@ -514,10 +542,10 @@ def print_tables(results: list[Result], bare: Result) -> None:
         "| fan-out ms / delivery (afterwards, in process) |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in [bare, *results]:
+    for r in [bare, minimal, *results]:
         sockets = r.errors["connect"] + r.errors["read"] + r.errors["write"]
-        enqueued = "-" if r.stage.bare else f"{r.enqueued} / {r.requests}"
-        fan_out = "-" if r.stage.bare else f"{r.fan_out_ms:.2f}"
+        enqueued = "-" if r.stage.baseline else f"{r.enqueued} / {r.requests}"
+        fan_out = "-" if r.stage.baseline else f"{r.fan_out_ms:.2f}"
         print(
             f"| {r.stage.label} | {r.wall:.1f} | {r.wrk_cpu:.0%} | "
             f"{fmt_share(r.cpu.get('postgres'))} | {fmt_share(r.cpu.get('redis'))} | "
@@ -571,7 +599,10 @@ def main() -> int:
         "--unthrottled", type=int, default=2000, help="requests in the unthrottled stages"
     )
     parser.add_argument(
-        "--bare-runs", type=int, default=3, help="unthrottled runs of the bare view (median)"
+        "--bare-runs",
+        type=int,
+        default=3,
+        help="unthrottled runs of the bare view and of the minimal webhook view (each a median)",
     )
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: the config's)")
     parser.add_argument("--threads", type=int, help="threads per worker (default: the config's)")
@@ -631,7 +662,11 @@ def main() -> int:
         # The bare view's rate swings between runs (how gunicorn's workers happen to
         # share wrk's keep-alive connections): measured several times, the median is the
         # ceiling each stage is compared with.
-        stages = [Stage(n, 0, args.unthrottled, bare=True) for n in range(args.bare_runs)]
+        # The two baselines take turns, so that both see the same hour.
+        stages = []
+        for run in range(args.bare_runs):
+            stages.append(Stage(len(stages), 0, args.unthrottled, bare=True, run=run))
+            stages.append(Stage(len(stages), 0, args.unthrottled, minimal=True, run=run))
         for rate in args.rates:
             stages.append(Stage(len(stages), rate, max(4, round(rate * args.seconds / 4) * 4)))
         stages.append(Stage(len(stages), 0, args.unthrottled // 4 * 4))
@@ -684,15 +719,21 @@ def main() -> int:
                 flush=True,
             )
         stack.stop()
-        bares, measured = results[: args.bare_runs], results[args.bare_runs :]
+        bares = [r for r in results if r.stage.bare]
+        minimals = [r for r in results if r.stage.minimal]
+        measured = [r for r in results if not r.stage.baseline]
         bare = sorted(bares, key=lambda r: r.achieved)[len(bares) // 2]
+        minimal = sorted(minimals, key=lambda r: r.achieved)[len(minimals) // 2]
         print(
             "bare view runs: "
             + ", ".join(f"{r.achieved:.0f}" for r in bares)
-            + f" req/s; the median ({bare.achieved:.0f}) is the ceiling"
+            + f" req/s; the median ({bare.achieved:.0f}) is the ceiling. Minimal webhook view "
+            + "(HMAC, one INSERT) runs: "
+            + ", ".join(f"{r.achieved:.0f}" for r in minimals)
+            + f" req/s; median {minimal.achieved:.0f}"
         )
         print()
-        print_tables(measured, bare)
+        print_tables(measured, bare, minimal)
         print()
         for line in summary_lines(measured, bare, workers, threads):
             print(line)
