@@ -31,13 +31,38 @@ logger = logging.getLogger(__name__)
 
 
 # A task that fails outright (the database unreachable or locked for too long) is tried
-# again soon; each run carries on from the stored state, so a repeat is harmless.
-@db_task(retries=2, retry_delay=5)  # type: ignore[untyped-decorator]
+# again this many seconds later; each run carries on from the stored state, so a repeat
+# is harmless.
+PROCESS_RETRY_DELAY = 5
+
+
+@db_task(retries=2, retry_delay=PROCESS_RETRY_DELAY)  # type: ignore[untyped-decorator]
 def process_end_user(end_user_id: str) -> str:
+    return _end_user_process(end_user_id)
+
+
+def _end_user_process(end_user_id: str) -> str:
     result = user_messages_process(end_user_id=end_user_id)
     if result.outcome == "waiting" and result.retry_at is not None:
         process_end_user.schedule((end_user_id,), eta=result.retry_at)
     return result.outcome
+
+
+def end_user_process_here(end_user_id: str) -> str:
+    """What `process_end_user` does, in the calling task's thread: for a task that has
+    just stored this person's messages (a webhook's fan-out), which saves the second
+    task's trip through the queue. If it fails outright, the work is queued to be tried
+    again as the task would have been."""
+    try:
+        return _end_user_process(end_user_id)
+    except Exception:
+        logger.exception("end user %s: answering failed; queued again", end_user_id)
+        try:
+            process_end_user.schedule((end_user_id,), delay=PROCESS_RETRY_DELAY)
+        except Exception:
+            # The messages are stored; recovery queues them once the queue is back.
+            logger.exception("could not queue work for end user %s; recovery will", end_user_id)
+        return "queued"
 
 
 def _queue_due_users(*, starting: bool = False) -> int:

@@ -21,6 +21,7 @@ from whatsapp import services, tasks
 from whatsapp.models import InboundMessage, WebhookDelivery
 from whatsapp.payload import parse_webhook
 from whatsapp.services import delivery_fan_out
+from whatsapp.tasks import webhook_fan_out as fan_out_task  # `queue_down` patches tasks'
 
 pytestmark = pytest.mark.django_db
 
@@ -262,13 +263,13 @@ def test_fan_outs_in_one_process_run_one_at_a_time(
     overlapped: list[int] = []
     original = services._delivery_store
 
-    def store_slowly(pk: int) -> Any:
+    def store_slowly(pk: int, **kwargs: Any) -> Any:
         if inside:
             overlapped.append(pk)
         inside.append(pk)
         time.sleep(0.05)
         try:
-            return original(pk)
+            return original(pk, **kwargs)
         finally:
             inside.remove(pk)
 
@@ -278,3 +279,81 @@ def test_fan_outs_in_one_process_run_one_at_a_time(
         results = at_once(*[partial(delivery_fan_out, pk) for pk in reversed(deliveries)])
     assert overlapped == []
     assert sorted(result.delivery_id for fanned in results for result in fanned) == deliveries
+
+
+@pytest.fixture
+def users_queued(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The people whose answering the fan-out queued as a task (not run here)."""
+    import multichannel.tasks
+
+    queued: list[str] = []
+    monkeypatch.setattr(multichannel.tasks, "_queue_end_user", queued.append)
+    return queued
+
+
+def test_the_fan_out_task_answers_its_own_sender_itself_and_queues_the_rest(
+    post_webhook: PostWebhook,
+    queue_down: None,
+    users_queued: list[str],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    # An older delivery still waiting (from A), then the task's own (from B).
+    for sender, text in (("15550000001", "from A"), ("15550000002", "from B")):
+        event = wa.message_event(wa_id=sender, text=text)
+        assert post_webhook(wa.webhook_payload([event])).status_code == 200
+    _older, own = WebhookDelivery.objects.order_by("pk")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert fan_out_task.call_local(own.pk) == 2
+    a = UserMessage.objects.get(text="from A")
+    b = UserMessage.objects.get(text="from B")
+    # B's message was answered and sent by the fan-out's own thread, no task queued...
+    assert b.state == UserMessage.State.DELIVERED
+    assert sent_texts() == ["You said: from B"]
+    # ...A's (an older delivery's) was queued as before.
+    assert users_queued == [a.end_user_id]
+    assert a.state == UserMessage.State.QUEUED
+
+
+def test_a_delivery_from_two_senders_queues_both(
+    post_webhook: PostWebhook,
+    queue_down: None,
+    users_queued: list[str],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    events = [wa.message_event(wa_id=f"1555000000{n}", text=f"m{n}") for n in (1, 2)]
+    assert post_webhook(wa.webhook_payload(events)).status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        fan_out_task.call_local(WebhookDelivery.objects.get().pk)
+    assert sorted(users_queued) == sorted(UserMessage.objects.values_list("end_user_id", flat=True))
+    assert sent_texts() == []
+
+
+def test_answering_that_fails_in_the_fan_out_task_is_queued_to_be_tried_again(
+    post_webhook: PostWebhook,
+    queue_down: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    import multichannel.tasks
+
+    assert post_webhook(wa.webhook_payload([wa.message_event(text="hi")])).status_code == 200
+
+    def database_away(**kwargs: Any) -> Any:
+        raise OperationalError("could not connect to server")
+
+    scheduled: list[tuple[Any, Any]] = []
+    monkeypatch.setattr(multichannel.tasks, "user_messages_process", database_away)
+    monkeypatch.setattr(
+        multichannel.tasks.process_end_user,
+        "schedule",
+        lambda args, **kwargs: scheduled.append((args, kwargs)),
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        # The fan-out itself succeeded: its task must not fail (and be retried) for it.
+        assert fan_out_task.call_local(WebhookDelivery.objects.get().pk) == 1
+    message = UserMessage.objects.get()
+    assert message.state == UserMessage.State.QUEUED
+    retry = {"delay": multichannel.tasks.PROCESS_RETRY_DELAY}
+    assert scheduled == [((message.end_user_id,), retry)]
+    assert f"end user {message.end_user_id}: answering failed; queued again" in caplog.text

@@ -474,16 +474,21 @@ def test_a_queue_outage_at_commit_still_acknowledges_and_recovery_answers(
     def queue_down(*args: object) -> None:
         raise ConnectionError("queue unreachable")
 
-    event = wa.message_event(text="queue was down")
+    # Two senders in one delivery: the fan-out queues both (it answers a delivery's
+    # sender itself only when there is one).
+    events = [
+        wa.message_event(wa_id="15550000001", text="queue was down"),
+        wa.message_event(wa_id="15550000002", text="for both"),
+    ]
     with monkeypatch.context() as patch:
         patch.setattr(tasks, "process_end_user", queue_down)
-        response = post_webhook(wa.webhook_payload([event]))
+        response = post_webhook(wa.webhook_payload(events))
     # Stored before the 200: Meta must not redeliver, and nothing is lost.
     assert response.status_code == 200
-    assert the_message().state == UserMessage.State.QUEUED
+    assert set(UserMessage.objects.values_list("state", flat=True)) == {UserMessage.State.QUEUED}
     assert "recovery will" in caplog.text
-    assert recover_unfinished.call_local() == 1
-    assert sent_texts() == ["You said: queue was down"]
+    assert recover_unfinished.call_local() == 2
+    assert sorted(sent_texts()) == ["You said: for both", "You said: queue was down"]
 
 
 # --- concurrency -------------------------------------------------------------------------

@@ -158,6 +158,9 @@ class WebhookResult:
     stored: int
     duplicates: int
     statuses_applied: int
+    # The one person whose new messages were left for the caller to answer instead of
+    # being queued (`delivery_fan_out`'s `answer_own`), if any.
+    left_to_caller: str | None = None
 
 
 def webhook_accept(*, raw_body: bytes, payload: dict[str, Any]) -> WebhookDelivery:
@@ -178,7 +181,7 @@ def webhook_accept(*, raw_body: bytes, payload: dict[str, Any]) -> WebhookDelive
 FAN_OUT_BATCH = 100
 
 
-def delivery_fan_out(delivery_id: int) -> list[WebhookResult]:
+def delivery_fan_out(delivery_id: int, *, answer_own: bool = False) -> list[WebhookResult]:
     """Store what a kept delivery carries, after every delivery kept before it that is
     still waiting, oldest first: so a message acknowledged before another was sent is
     stored (and so answered) before it, as when the request stored it. Each delivery's
@@ -187,13 +190,18 @@ def delivery_fan_out(delivery_id: int) -> list[WebhookResult]:
     commit. Returns what each delivery fanned out here stored; none if another worker
     got to them first (a repeated task, or recovery racing the first one).
 
+    With `answer_own`, new messages of one person in `delivery_id` itself are not
+    queued: its result names them (`left_to_caller`), and the caller (the fan-out task)
+    answers them next, in the same thread, instead of a second task doing it after a
+    trip through the queue. Any other person, and every older delivery, is queued.
+
     Nearly every message arrives once, so the first attempt is plain inserts, with no
     lookup of ids stored already and no savepoints. A redelivered message makes one of
     them fail (the unique WhatsApp id); then the whole transaction is rolled back and
     done again the careful way, which finds every stored id in one query and isolates
     each message, so a concurrent delivery of the same message is refused alone."""
     with _fan_out_lock:
-        return _fan_out_upto(delivery_id)
+        return _fan_out_upto(delivery_id, answer_own=answer_own)
 
 
 # One fan-out at a time in a process. Each fans out every older delivery still waiting
@@ -205,13 +213,13 @@ def delivery_fan_out(delivery_id: int) -> list[WebhookResult]:
 _fan_out_lock = threading.Lock()
 
 
-def _fan_out_upto(delivery_id: int) -> list[WebhookResult]:
+def _fan_out_upto(delivery_id: int, *, answer_own: bool) -> list[WebhookResult]:
     results: list[WebhookResult] = []
     while True:
         waiting = deliveries_waiting_upto(delivery_id, limit=FAN_OUT_BATCH)
         for pk in waiting:
             try:
-                result = _delivery_store(pk)
+                result = _delivery_store(pk, answer_own=answer_own and pk == delivery_id)
             except (OperationalError, InterfaceError):
                 raise  # the database is away or locked: the task is retried, all wait
             except Exception as exc:
@@ -225,11 +233,11 @@ def _fan_out_upto(delivery_id: int) -> list[WebhookResult]:
             return results
 
 
-def _delivery_store(pk: int) -> WebhookResult | None:
+def _delivery_store(pk: int, *, answer_own: bool) -> WebhookResult | None:
     try:
-        return _webhook_store(pk, careful=False)
+        return _webhook_store(pk, careful=False, answer_own=answer_own)
     except IntegrityError:
-        return _webhook_store(pk, careful=True)
+        return _webhook_store(pk, careful=True, answer_own=answer_own)
 
 
 def _delivery_set_aside(pk: int, exc: Exception) -> None:
@@ -252,7 +260,7 @@ def _payload(raw_body: str) -> dict[str, Any]:
     return payload if isinstance(payload, dict) else {}
 
 
-def _webhook_store(pk: int, *, careful: bool) -> WebhookResult | None:
+def _webhook_store(pk: int, *, careful: bool, answer_own: bool) -> WebhookResult | None:
     stored = duplicates = 0
     users: set[str] = set()
     with transaction.atomic():
@@ -286,9 +294,10 @@ def _webhook_store(pk: int, *, careful: bool) -> WebhookResult | None:
         delivery.message_count = len(parsed.messages)
         delivery.status_count = len(parsed.statuses)
         update_row(delivery, ["processed_at", "message_count", "status_count"])
+    left_to_caller = users.pop() if answer_own and len(users) == 1 else None
     for end_user_id in sorted(users):
         process_end_user_on_commit(end_user_id)
-    return WebhookResult(pk, stored, duplicates, applied)
+    return WebhookResult(pk, stored, duplicates, applied, left_to_caller)
 
 
 # Bounds the parameters of one `IN (...)` query (SQLite allows 32766 at most).

@@ -5,10 +5,13 @@ is left: a delivery whose task was lost is queued again by the core's recovery
 
 import logging
 from datetime import timedelta
+from functools import partial
 
+from django.db import transaction
 from django.utils import timezone
 from huey.contrib.djhuey import db_task
 
+from multichannel.tasks import end_user_process_here
 from whatsapp.selectors import deliveries_waiting
 from whatsapp.services import delivery_fan_out
 
@@ -23,8 +26,11 @@ RECOVERY_GRACE = timedelta(seconds=30)
 # harmless and a give-up is picked up again by recovery.
 @db_task(retries=2, retry_delay=5)  # type: ignore[untyped-decorator]
 def webhook_fan_out(delivery_id: int) -> int:
-    """Fan out a delivery (and any kept before it still waiting); how many it stored."""
-    results = delivery_fan_out(delivery_id)
+    """Fan out a delivery (and any kept before it still waiting); how many it stored.
+    The new messages of the delivery's sender (nearly every delivery has one) are then
+    answered here, in this thread, instead of by a task queued for them; everyone
+    else's are queued."""
+    results = delivery_fan_out(delivery_id, answer_own=True)
     for result in results:
         logger.info(
             "webhook %s: %d new, %d redelivered, %d statuses",
@@ -33,6 +39,11 @@ def webhook_fan_out(delivery_id: int) -> int:
             result.duplicates,
             result.statuses_applied,
         )
+    for result in results:
+        if result.left_to_caller is not None:
+            # After commit, as the task it stands in for was queued (in a worker, which
+            # runs outside any transaction, that is now).
+            transaction.on_commit(partial(end_user_process_here, result.left_to_caller))
     return len(results)
 
 
