@@ -32,18 +32,9 @@ def bare(request: HttpRequest) -> HttpResponse:
 
 def _minimal_insert() -> str:
     table = connection.ops.quote_name(WebhookDelivery._meta.db_table)
-    columns = ", ".join(
-        connection.ops.quote_name(WebhookDelivery._meta.get_field(name).column)
-        for name in (
-            "received_at",
-            "object",
-            "raw_body",
-            "message_count",
-            "status_count",
-            "processed_at",
-            "fan_out_error",
-        )
-    )
+    column = {field.name: field.column for field in WebhookDelivery._meta.concrete_fields}
+    names = "received_at object raw_body message_count status_count processed_at fan_out_error"
+    columns = ", ".join(connection.ops.quote_name(column[name]) for name in names.split())
     return f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, 0, 0, %s, '')"
 
 

@@ -663,7 +663,7 @@ def main() -> int:
         # share wrk's keep-alive connections): measured several times, the median is the
         # ceiling each stage is compared with.
         # The two baselines take turns, so that both see the same hour.
-        stages = []
+        stages: list[Stage] = []
         for run in range(args.bare_runs):
             stages.append(Stage(len(stages), 0, args.unthrottled, bare=True, run=run))
             stages.append(Stage(len(stages), 0, args.unthrottled, minimal=True, run=run))
