@@ -120,6 +120,21 @@ def test_the_embedded_queue_syncs_like_the_embedded_database(tmp_path: Path) -> 
     assert queue.storage.queue_size() == 1
 
 
+def test_an_enqueue_on_the_embedded_queue_is_one_statement(tmp_path: Path) -> None:
+    """The queue file's write lock is held for the INSERT alone (autocommit), not from a
+    BEGIN EXCLUSIVE across three calls while the process's other threads run."""
+    from multichannel.queue_storage import SqliteQueue
+
+    queue = SqliteQueue("check", filename=str(tmp_path / "queue.sqlite3"))
+    statements: list[str] = []
+    queue.storage.conn.set_trace_callback(statements.append)
+    queue.storage.enqueue(b"task", priority=2)
+    queue.storage.conn.set_trace_callback(None)
+    assert [sql.split()[0].lower() for sql in statements] == ["insert"]
+    assert queue.storage.enqueued_items() == [b"task"]
+    assert queue.storage.dequeue() == b"task"
+
+
 def test_without_redis_the_queue_is_the_embedded_one() -> None:
     from django.conf import settings
 
