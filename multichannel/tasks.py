@@ -57,11 +57,7 @@ def end_user_process_here(end_user_id: str) -> str:
         return _end_user_process(end_user_id)
     except Exception:
         logger.exception("end user %s: answering failed; queued again", end_user_id)
-        try:
-            process_end_user.schedule((end_user_id,), delay=PROCESS_RETRY_DELAY)
-        except Exception:
-            # The messages are stored; recovery queues them once the queue is back.
-            logger.exception("could not queue work for end user %s; recovery will", end_user_id)
+        _queue_end_user(end_user_id, delay=PROCESS_RETRY_DELAY)
         return "queued"
 
 
@@ -112,9 +108,13 @@ def _recover_on_start() -> None:
     recover_after_start()
 
 
-def _queue_end_user(end_user_id: str) -> None:
+def _queue_end_user(end_user_id: str, *, delay: float | None = None) -> None:
+    """Queue `process_end_user` for this person (after `delay` seconds if given)."""
     try:
-        process_end_user(end_user_id)
+        if delay is None:
+            process_end_user(end_user_id)
+        else:
+            process_end_user.schedule((end_user_id,), delay=delay)
     except Exception:
         # The message is committed; recovery queues it once the queue is back. Raising
         # here would turn a stored webhook into a 500 and a needless redelivery.
