@@ -9,6 +9,8 @@
   is written as processed already, so the worker's fan-out never sees it.
 """
 
+from functools import cache
+
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
@@ -17,7 +19,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from audit.toolkit import db_datetime
+from audit.toolkit import db_datetime, db_names
 from multichannel.urls import urlpatterns as product_urlpatterns
 from whatsapp.models import WebhookDelivery
 from whatsapp.services import signature_valid
@@ -30,12 +32,22 @@ def bare(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok", content_type="text/plain; charset=utf-8")
 
 
+@cache
 def _minimal_insert() -> str:
-    table = connection.ops.quote_name(WebhookDelivery._meta.db_table)
-    column = {field.name: field.column for field in WebhookDelivery._meta.concrete_fields}
-    names = "received_at object raw_body message_count status_count processed_at fan_out_error"
-    columns = ", ".join(connection.ops.quote_name(column[name]) for name in names.split())
-    return f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, 0, 0, %s, '')"
+    """The minimal view's INSERT, built once (names from the model)."""
+    quote = connection.ops.quote_name
+    table, *names = db_names(
+        WebhookDelivery,
+        "received_at",
+        "object",
+        "raw_body",
+        "message_count",
+        "status_count",
+        "processed_at",
+        "fan_out_error",
+    )
+    columns = ", ".join(quote(name) for name in names)
+    return f"INSERT INTO {quote(table)} ({columns}) VALUES (%s, %s, %s, 0, 0, %s, '')"
 
 
 @csrf_exempt
